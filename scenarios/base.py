@@ -1,0 +1,116 @@
+"""The scenario interface: *what* runs, and how to judge it.
+
+A scenario turns parameters and a seed into work, hands that work to a tier through the
+tier's small interface (``map`` for independent tasks, ``run_actors`` plus shared-state
+primitives for concurrent actors), and judges the result with its checker. It reads the
+tier's capability flags where its verdict depends on them, and never names a tier.
+
+Task functions live at module level in the scenario's module so that worker processes
+and Celery workers can import them by name.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class BadInput(ValueError):
+    """Parameters that cannot run; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One scenario option: ``--name`` on the command line, ``params[name]`` in code."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def convert(self, raw: Any) -> Any:
+        try:
+            value = self.type(raw)
+            if self.type is int and isinstance(raw, float) and raw != int(raw):
+                raise ValueError
+        except (TypeError, ValueError):
+            kind = {int: "an integer", float: "a number"}.get(self.type, self.type.__name__)
+            raise BadInput(f"{self.flag} must be {kind}, got {raw!r}") from None
+        if self.choices is not None and value not in self.choices:
+            raise BadInput(f"unknown {self.flag} {value!r}; choose from: {', '.join(map(str, self.choices))}")
+        if self.min is not None and value < self.min:
+            raise BadInput(f"{self.flag} must be at least {self.min}, got {value}")
+        if self.max is not None and value > self.max:
+            raise BadInput(f"{self.flag} must be at most {self.max}, got {value}")
+        return value
+
+
+@dataclass
+class Execution:
+    """What a scenario's run produced, before judging."""
+
+    outcomes: list  # one workers.base.Outcome per task or actor
+    units: int  # tasks, operations or items processed: the throughput numerator
+    data: dict = field(default_factory=dict)  # scenario-specific observations
+
+
+@dataclass
+class Verdict:
+    """The checker's judgement. ``answer`` is the canonical result that every tier must
+    share with ``sequential``; ``unsafe`` marks configurations whose violations are the
+    lesson (bank --strategy none), so the CLI reports them instead of failing."""
+
+    ok: bool
+    expected: Any
+    actual: Any
+    answer: Any = None
+    details: dict = field(default_factory=dict)
+    unsafe: bool = False
+
+    def to_dict(self) -> dict:
+        out = {"ok": self.ok, "expected": self.expected, "actual": self.actual,
+               "unsafe": self.unsafe, "details": self.details}
+        if "visible" in self.details:
+            out["visible"] = self.details["visible"]
+        return out
+
+
+class Scenario:
+    name = ""
+    summary = ""
+    params: tuple[Param, ...] = ()
+
+    def __init__(self, params: dict | None = None, seed: int = 0) -> None:
+        given = dict(params or {})
+        unknown = set(given) - {p.name for p in self.params}
+        if unknown:
+            raise BadInput(f"{self.name} has no option {', '.join(sorted(unknown))}")
+        self.p = {p.name: p.convert(given.get(p.name, p.default)) for p in self.params}
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.validate()
+
+    @property
+    def strategy(self) -> str | None:
+        return self.p.get("strategy")
+
+    def validate(self) -> None:
+        """Cross-parameter checks; raise BadInput."""
+
+    def execute(self, tier) -> Execution:
+        raise NotImplementedError
+
+    def check(self, execution: Execution, tier) -> Verdict:
+        raise NotImplementedError
+
+
+def task_errors(outcomes) -> list[str]:
+    """Errors raised inside tasks, as 'task N: message' lines."""
+    return [f"task {o.index}: {o.error}" for o in outcomes if o.error]

@@ -1,0 +1,5 @@
+import sys
+
+from taskrace.cli import main
+
+sys.exit(main())

@@ -1,0 +1,288 @@
+"""The command line: ``taskrace list | run | compare | bench``.
+
+Bad input of any kind ends in one line on stderr and exit code 2, before any worker
+starts. Ctrl-C stops every worker this run started, then exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from scenarios import SCENARIOS, get_scenario
+from scenarios.base import BadInput
+from taskrace import __version__
+from taskrace.report import print_details, print_runs
+from taskrace.results import write_json
+from taskrace.runner import prepare, run_one
+from workers import TIERS, MissingDependency, UnknownChoice, get_tier
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+# What `compare` uses unless told otherwise: the whole matrix in about two minutes on
+# two cores. The bank's seed pace (10 ms between steps, 10 trials) is `run`'s default;
+# compare keeps the race but shortens the pauses and the trials.
+COMPARE_DEFAULTS = {"bank": {"trials": 3, "delay": 0.002}}
+
+
+class UsageError(Exception):
+    """Bad command line; printed as one line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse prints usage + message; we want one line
+        raise UsageError(message)
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"-n takes whole numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise UsageError("-n needs at least one number")
+    for v in values:
+        if v < 1:
+            raise UsageError(f"-n must be at least 1, got {v}")
+    return values
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"-n must be a whole number, got {text!r}") from None
+
+
+def _names(text: str, registry, kind: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in registry:
+            raise UsageError(f"unknown {kind} {name!r}; choose from: {', '.join(registry)}")
+    return names
+
+
+def _add_tier_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default=None,
+                   help="how the processes tier starts workers (default: the platform's)")
+    p.add_argument("--json", metavar="FILE", help="write the results here (JSON)")
+    p.add_argument("--seed", type=int, default=0, help="seed for generated work (default 0)")
+    p.add_argument("--expect-safe", action="store_true",
+                   help="exit 1 if any invariant is violated, even by an unsafe strategy")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="taskrace", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"taskrace {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    sub.add_parser("list", help="scenarios, backends and bank strategies")
+
+    run = sub.add_parser("run", help="one scenario on one backend", add_help=False)
+    run.add_argument("scenario")
+    run.add_argument("-b", "--backend", default="sequential")
+    run.add_argument("-n", "--workers", type=_int, default=None)
+    run.add_argument("--history", metavar="FILE", help="bank: write every operation (JSON lines)")
+    run.add_argument("-h", "--help", action="store_true")
+    _add_tier_options(run)
+
+    compare = sub.add_parser("compare", help="the matrix: scenarios x backends x workers")
+    compare.add_argument("--scenario", default=",".join(SCENARIOS))
+    compare.add_argument("--backend", default=None, help="comma list (default: every backend)")
+    compare.add_argument("-n", "--workers", type=_int_list, default=None,
+                         help="comma list of worker counts (default: the CPU count)")
+    compare.add_argument("--strategy", default=None, help="bank strategies, comma list "
+                         "(default: all a backend offers)")
+    compare.add_argument("--no-progress", action="store_true")
+    compare.add_argument("--set", action="append", default=[], metavar="SCENARIO.OPTION=VALUE",
+                         help="a scenario option, e.g. bank.trials=10 (repeatable)")
+    _add_tier_options(compare)
+
+    bench = sub.add_parser("bench", help="the harness measured against plain stdlib code")
+    bench.add_argument("--repeat", type=int, default=3)
+    bench.add_argument("--json", metavar="FILE")
+    return parser
+
+
+def scenario_parser(scenario_cls) -> Parser:
+    p = Parser(prog=f"taskrace run {scenario_cls.name}", add_help=False)
+    for param in scenario_cls.params:
+        p.add_argument(param.flag, dest=param.name, default=None, help=param.help)
+    return p
+
+
+def tier_options(args) -> dict:
+    return {"start_method": args.start_method} if args.start_method else {}
+
+
+def cmd_list(console: Console) -> int:
+    console.print("[bold]scenarios[/]")
+    for name in SCENARIOS:
+        cls = get_scenario(name)
+        console.print(f"  {name:<11} {cls.summary}")
+        for p in cls.params:
+            console.print(f"      [dim]{p.flag} (default {p.default}): {p.help}[/]")
+    console.print("[bold]backends[/]")
+    for name in TIERS:
+        try:
+            cls = get_tier(name)
+            console.print(f"  {name:<11} {cls.summary}")
+        except MissingDependency as exc:
+            console.print(f"  {name:<11} [red]unavailable[/]: {exc}")
+    from scenarios.bank import STRATEGIES
+    console.print("[bold]bank strategies[/]")
+    for name, text in STRATEGIES.items():
+        console.print(f"  {name:<11} {text}")
+    return EXIT_OK
+
+
+def cmd_run(args, rest: list[str], console: Console) -> int:
+    scenario_cls = get_scenario(args.scenario)
+    if args.help:
+        scenario_parser(scenario_cls).print_help()
+        return EXIT_OK
+    given = vars(scenario_parser(scenario_cls).parse_args(rest))
+    params = {k: v for k, v in given.items() if v is not None}
+    workers = args.workers if args.workers is not None else 1
+    scenario, tier_cls = prepare(args.scenario, params, args.backend, workers, tier_options(args), args.seed)
+    history: list | None = [] if args.history else None
+    with console.status(f"running {args.scenario} on {args.backend} -n {workers}"):
+        record = run_one(scenario, tier_cls, workers, tier_options(args), history)
+    print_runs([record], title=f"taskrace run {args.scenario}", console=console)
+    print_details(record, console)
+    if args.json:
+        write_json(args.json, [record])
+    if history is not None:
+        with open(args.history, "w") as fh:
+            fh.writelines(json.dumps(line) + "\n" for line in history)
+        console.print(f"history: {len(history)} operations written to {args.history}")
+    return exit_code([record], args.expect_safe)
+
+
+def exit_code(records: list[dict], expect_safe: bool) -> int:
+    for r in records:
+        if not r["verdict"]["ok"] and (expect_safe or not r["verdict"]["unsafe"]):
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+def _parse_sets(sets: list[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        scenario, dot, option = key.partition(".")
+        if not (eq and dot and option):
+            raise UsageError(f"--set takes SCENARIO.OPTION=VALUE, got {item!r}")
+        if scenario not in SCENARIOS:
+            raise UsageError(f"unknown scenario {scenario!r} in --set; choose from: {', '.join(SCENARIOS)}")
+        out.setdefault(scenario, {})[option.replace("-", "_")] = value
+    return out
+
+
+def plan_compare(args) -> list[dict]:
+    """Every point of the matrix, validated before anything starts. Sequential (one
+    worker) runs first for each scenario/strategy: it is the baseline and the oracle."""
+    scenarios = _names(args.scenario, SCENARIOS, "scenario")
+    backends = _names(args.backend, TIERS, "backend") if args.backend else list(TIERS)
+    counts = args.workers or [os.cpu_count() or 2]
+    sets = _parse_sets(args.set)
+    from scenarios.bank import STRATEGIES
+    strategies = _names(args.strategy, STRATEGIES, "strategy") if args.strategy else None
+    points = []
+    for name in scenarios:
+        params = {**COMPARE_DEFAULTS.get(name, {}), **sets.get(name, {})}
+        cls = get_scenario(name)
+        has_strategy = any(p.name == "strategy" for p in cls.params)
+        tier_classes = {b: get_tier(b) for b in dict.fromkeys(["sequential"] + backends)}
+        wanted = strategies or list(STRATEGIES) if has_strategy else [None]
+        for strategy in wanted:
+            p = dict(params, **({"strategy": strategy} if strategy else {}))
+            for backend, tier_cls in tier_classes.items():
+                if strategy and strategy not in tier_cls.bank_strategies:
+                    if strategies and backend != "sequential":
+                        raise UsageError(f"strategy {strategy!r} is not available on backend {backend!r}")
+                    continue
+                for n in ([1] if backend == "sequential" else counts):
+                    prepare(name, p, backend, n, tier_options(args), args.seed)  # validate now
+                    points.append({"scenario": name, "params": p, "backend": backend, "workers": n,
+                                   "baseline": backend == "sequential"})
+    return points
+
+
+def cmd_compare(args, console: Console) -> int:
+    points = plan_compare(args)
+    records: list[dict] = []
+    baselines: dict[tuple, dict] = {}
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, disable=args.no_progress, transient=True)
+    with progress:
+        task = progress.add_task("compare", total=len(points))
+        for point in points:
+            progress.update(task, description=f"{point['scenario']} {point['params'].get('strategy') or ''} "
+                                              f"on {point['backend']} -n {point['workers']}")
+            scenario, tier_cls = prepare(point["scenario"], point["params"], point["backend"],
+                                         point["workers"], tier_options(args), args.seed)
+            record = run_one(scenario, tier_cls, point["workers"], tier_options(args))
+            key = (record["scenario"], json.dumps(record["params"], sort_keys=True))
+            if point["baseline"]:
+                baselines[key] = record
+            base = baselines.get(key)
+            if base is not None:
+                record["speedup"] = round(base["wall_s"] / record["wall_s"], 3) if record["wall_s"] else None
+                record["efficiency"] = (round(record["speedup"] / record["workers"], 3)
+                                        if record["speedup"] else None)
+                record["agrees_with_sequential"] = (None if record["verdict"]["unsafe"]
+                                                    else record["answer_digest"] == base["answer_digest"])
+            records.append(record)
+            progress.advance(task)
+    print_runs(records, title="taskrace compare", console=console)
+    if args.json:
+        write_json(args.json, records)
+        console.print(f"results: {len(records)} runs written to {args.json}")
+    disagree = [r for r in records if r.get("agrees_with_sequential") is False]
+    for r in disagree:
+        console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']} disagrees with sequential[/]")
+    code = exit_code(records, args.expect_safe)
+    return EXIT_FAILED if disagree else code
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt  # same clean-up path as Ctrl-C (docker stop sends SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console()
+    err = Console(stderr=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        args, rest = build_parser().parse_known_args(argv)
+        if args.command is None:
+            raise UsageError("choose a command: list, run, compare, bench (taskrace -h for help)")
+        if args.command != "run" and rest:
+            raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
+        if args.command == "list":
+            return cmd_list(console)
+        if args.command == "run":
+            return cmd_run(args, rest, console)
+        if args.command == "compare":
+            return cmd_compare(args, console)
+        if args.command == "bench":
+            from taskrace.bench import main as bench_main
+            return bench_main(args, console)
+    except (UsageError, BadInput, UnknownChoice, MissingDependency) as exc:
+        err.print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("taskrace: interrupted; every worker this run started has been stopped",
+                  markup=False, highlight=False)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

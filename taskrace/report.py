@@ -1,0 +1,71 @@
+"""Tables for the terminal (rich). Reads result records; knows nothing of tiers."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def verdict_text(record: dict) -> str:
+    v = record["verdict"]
+    if "visible" in v:
+        seen = "visible" if v["visible"] else "not visible"
+        return f"[green]ok[/] ({seen})" if v["ok"] else f"[red]FAIL[/] ({seen})"
+    if v["ok"]:
+        return "[green]ok[/]"
+    details = v.get("details", {})
+    if "violating_trials" in details:
+        text = (f"{details['violating_trials']}/{details['trials']} trials violated, "
+                f"{details['lost_updates']} lost updates")
+        return f"[yellow]{text}[/]" if v.get("unsafe") else f"[red]FAIL {text}[/]"
+    return f"[red]FAIL[/] {v.get('actual')}"
+
+
+def _fmt(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def runs_table(records: list[dict], title: str = "taskrace") -> Table:
+    table = Table(title=title, header_style="bold", title_style="bold")
+    for name, justify in [("scenario", "left"), ("backend", "left"), ("n", "right"),
+                          ("wall s", "right"), ("speedup", "right"), ("eff.", "right"),
+                          ("tasks/s", "right"), ("CPU %", "right"), ("peak RSS MB", "right"),
+                          ("procs", "right"), ("threads", "right"), ("= seq", "center"),
+                          ("verdict", "left")]:
+        table.add_column(name, justify=justify)
+    for r in records:
+        m = r["metrics"]
+        label = r["scenario"] + (f" [dim]{r['strategy']}[/]" if r.get("strategy") else "")
+        agrees = r.get("agrees_with_sequential")
+        table.add_row(
+            label, r["backend"], str(r["workers"]), _fmt(r["wall_s"], ".3f"),
+            _fmt(r.get("speedup"), ".2f"), _fmt(r.get("efficiency"), ".0%"),
+            _fmt(r.get("throughput_per_s"), ",.1f"), _fmt(m["cpu_percent"], ".0f"),
+            _fmt(m["peak_rss_bytes"] / 2**20, ",.0f"), str(m["os_processes"]), str(m["threads"]),
+            {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[agrees],
+            verdict_text(r))
+    return table
+
+
+def print_runs(records: list[dict], title: str = "taskrace", console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(runs_table(records, title))
+
+
+def print_details(record: dict, console: Console | None = None) -> None:
+    """The lines under a single run's table: what the checker saw."""
+    console = console or Console()
+    v = record["verdict"]
+    console.print(f"expected: {v['expected']}   actual: {v['actual']}")
+    t = record["timings"]
+    console.print(f"startup {t['startup_s']:.3f} s, run {t['run_s']:.3f} s, shutdown {t['shutdown_s']:.3f} s")
+    d = v.get("details", {})
+    for key in ("error_count", "money_created", "money_lost", "negative_balances", "retries",
+                "first_violation", "worst_violation", "last_violation", "max_depth",
+                "capacity_enforced", "per_consumer", "appended_seen_by_caller", "chunks"):
+        if key in d and d[key] not in (None, [], 0) or key in ("error_count", "max_depth") and key in d:
+            console.print(f"{key.replace('_', ' ')}: {d[key]}")
+    for err in d.get("errors", [])[:5]:
+        console.print(f"[red]error[/] {err}")
+    seen = record["metrics"]["processes_seen"]
+    console.print(f"OS processes seen during the run: {len(seen)} "
+                  f"({', '.join(sorted({p['name'] for p in seen}))})")

@@ -1,0 +1,69 @@
+"""The results schema: one record per run, gathered in one JSON document.
+
+    {"schema": "taskrace.results/1", "created": ..., "environment": {...},
+     "runs": [{"scenario", "backend", "workers", "strategy", "params", "tier",
+               "wall_s", "timings": {...}, "tasks", "throughput_per_s",
+               "metrics": {...}, "task_timing": {...}, "verdict": {...},
+               "answer_digest", "environment": {...}}, ...]}
+
+Every record carries its environment (the Python build, the GIL, the cores) so records
+from different machines can be pooled and still explained. Timestamps inside a record
+come from one host's monotonic clock.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+
+SCHEMA = "taskrace.results/1"
+PACKAGES = ("taskrace", "celery", "kombu", "redis", "psutil", "rich", "docker", "matplotlib")
+
+
+def environment() -> dict:
+    gil = getattr(sys, "_is_gil_enabled", None)
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "build": " ".join(platform.python_build()),
+        "compiler": platform.python_compiler(),
+        "gil_enabled": gil() if gil else True,  # builds before 3.13 always have the GIL
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "default_start_method": multiprocessing.get_start_method(allow_none=True) or
+                                multiprocessing.get_context().get_start_method(),
+        "packages": versions,
+        "clock": "time.perf_counter (CLOCK_MONOTONIC on Linux): comparable within one host only",
+    }
+
+
+def digest(answer) -> str:
+    """A short fingerprint of a scenario's canonical answer, to compare tiers."""
+    blob = json.dumps(answer, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def document(records: list[dict]) -> dict:
+    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environment": environment(), "runs": records}
+
+
+def write_json(path: str, records: list[dict]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(document(records), fh, indent=1, default=str)
+        fh.write("\n")
+    os.replace(tmp, path)  # never leave a half-written results file behind

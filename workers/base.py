@@ -1,0 +1,178 @@
+"""The tier interface: *how* a batch of work runs.
+
+A tier (sequential, threads, processes, celery) offers two ways to run work and a few
+shared-state primitives. Scenarios use only these, so a scenario never names a tier:
+
+    map(fn, args_list, chunksize)  independent tasks          -> one Outcome per task
+    run_actors(actors)             long-running concurrent fns -> one Outcome per actor
+    accounts(balances)             shared integer balances (memory / Value+Array / Redis)
+    lock()                         a mutual-exclusion lock the actors can share
+    channel(maxsize)               a FIFO queue the actors can share (message passing)
+
+Capabilities are class attributes that scenarios read (as joblib's backends do), never
+``isinstance`` checks or tier names.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, NamedTuple
+
+
+@dataclass
+class Outcome:
+    """What became of one task or actor: its value or its error, and when it ran.
+
+    Timestamps are ``time.perf_counter()`` readings. On Linux that is CLOCK_MONOTONIC,
+    shared by every process of one host, so times taken in a worker process and in the
+    caller can be subtracted. They are *not* comparable across hosts.
+    """
+
+    index: int
+    value: Any = None
+    error: str | None = None
+    submitted: float | None = None  # caller handed the task to the tier
+    started: float | None = None  # the task began, where it ran
+    finished: float | None = None  # the task ended, where it ran
+    seen: float | None = None  # the caller had the result back
+    worker: str = ""  # who ran it: "pid/thread" locally, the node name under Celery
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Actor(NamedTuple):
+    """A long-running function that runs concurrently with the others of its batch."""
+
+    name: str
+    fn: Callable
+    args: tuple
+
+
+def where() -> str:
+    """Identify the executing process and thread, like the seed's process listing."""
+    return f"{os.getpid()}/{threading.current_thread().name}"
+
+
+def call(index: int, fn: Callable, args: tuple) -> Outcome:
+    """Run one task and capture its exception into the outcome (one bad task must not
+    end the run: concurrent.futures does the same). Module-level so it pickles."""
+    started = time.perf_counter()
+    try:
+        value, error = fn(*args), None
+    except Exception as exc:  # noqa: BLE001 - reported per task, by design
+        value = None
+        error = f"{type(exc).__name__}: {exc}"
+        last = traceback.extract_tb(exc.__traceback__)[-1:]
+        if last:
+            error += f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})"
+    return Outcome(index, value, error, started=started, finished=time.perf_counter(),
+                   worker=where())
+
+
+def call_star(packed: tuple) -> Outcome:
+    """``call`` for executors whose map passes one argument per item."""
+    return call(*packed)
+
+
+class Tier:
+    """Base of every tier. Subclasses override ``map`` and ``run_actors`` and the
+    three shared-state factories. Used as a context manager: ``start`` brings up pools,
+    workers and brokers; ``stop`` always takes them down again."""
+
+    name = ""
+    summary = ""
+    shares_memory = False  # tasks see (and can change) the caller's module globals
+    parallel_cpu = False  # Python bytecode runs on several cores at once
+    needs_broker = False  # work travels through a message broker
+    channel_bounded = True  # channel(maxsize) really blocks producers when full
+    bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "queue")
+
+    def __init__(self, workers: int = 1, **options: Any) -> None:
+        if workers < 1:
+            raise ValueError("workers must be at least 1")
+        self.workers = workers
+        self.options = options
+
+    # lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        """Bring up whatever runs the work. The harness times this separately."""
+
+    def stop(self, abort: bool = False) -> None:
+        """Take everything down again; ``abort`` (an error or Ctrl-C is on its way up)
+        means kill rather than drain. Safe to call twice and after a failed start."""
+
+    def __enter__(self) -> "Tier":
+        try:
+            self.start()
+        except BaseException:
+            self.stop(abort=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type, *rest: object) -> None:
+        self.stop(abort=exc_type is not None)
+
+    def describe(self) -> dict:
+        """Settings that shaped this run, for the results JSON (no secrets)."""
+        return {"workers": self.workers}
+
+    # running work ------------------------------------------------------------
+    def map(self, fn: Callable, args_list: list[tuple], chunksize: int = 1) -> list[Outcome]:
+        raise NotImplementedError
+
+    def run_actors(self, actors: list[Actor]) -> list[Outcome]:
+        raise NotImplementedError
+
+    # shared state --------------------------------------------------------------
+    def accounts(self, balances: list[int]):
+        raise NotImplementedError
+
+    def lock(self):
+        raise NotImplementedError
+
+    def channel(self, maxsize: int = 0):
+        raise NotImplementedError
+
+
+class MemoryAccounts:
+    """Balances in the caller's memory, for tiers whose tasks share it.
+
+    ``read``/``write`` are separate steps on purpose: a read-modify-write built from them
+    can lose updates. ``apply_atomic`` is the store's own atomic operation, here guarded
+    by an internal lock, exactly as ``multiprocessing.Value`` guards itself.
+    """
+
+    def __init__(self, balances: list[int]) -> None:
+        self._balances = list(balances)
+        self._guard = threading.Lock()
+
+    def read(self, account: int) -> int:
+        return self._balances[account]
+
+    def write(self, account: int, value: int) -> None:
+        self._balances[account] = value
+
+    def apply_atomic(self, deltas: list, guard: bool):
+        with self._guard:
+            before, after = apply_deltas(self._balances, deltas, guard)
+            return before, after, time.monotonic_ns()  # stamped inside: orders the history
+
+    def snapshot(self) -> list[int]:
+        return list(self._balances)
+
+
+def apply_deltas(balances, deltas: list, guard: bool) -> tuple[list[int], list[int] | None]:
+    """Apply ``[(account, delta), ...]`` to an indexable store (the caller holds whatever
+    makes this atomic). With ``guard``, refuse if any balance would go negative.
+    Returns (values read, values written or None when refused)."""
+    before = [balances[a] for a, _ in deltas]
+    after = [b + d for b, (_, d) in zip(before, deltas)]
+    if guard and any(v < 0 for v in after):
+        return before, None
+    for (account, _), value in zip(deltas, after):
+        balances[account] = value
+    return before, after

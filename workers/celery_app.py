@@ -1,0 +1,107 @@
+"""Celery app factory shared by the harness (client side) and ``celery worker``.
+
+Workers are started as ``python -m celery -A workers.celery_app worker ...`` with
+the broker URL in the ``TASKRACE_BROKER_URL`` env var -- never on argv, so the
+Redis password does not show up in ``ps``.
+
+Security posture: JSON only (a pickle message would be code execution on the
+worker), and the one generic task only calls functions living under the
+``scenarios.`` package.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import time
+
+from celery import Celery
+
+TASK_CALL = "taskrace.call"
+TASK_PING = "taskrace.ping"
+ALLOWED_PREFIX = "scenarios."
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    v = os.environ.get(name)
+    return default if v is None else v.strip().lower() in ("1", "true", "yes", "on")
+
+
+def make_app(broker_url: str) -> Celery:
+    app = Celery("taskrace", broker=broker_url, backend=broker_url)
+    app.conf.update(
+        # JSON everywhere: accept_content is what the worker will *decode*;
+        # pickle messages are refused with kombu's ContentDisallowed.
+        task_serializer="json", result_serializer="json",
+        accept_content=["json"], result_accept_content=["json"],
+        # prefetch 1 = fair dispatch, so a race measures workers, not buffering.
+        worker_prefetch_multiplier=int(os.environ.get("TASKRACE_PREFETCH", "1")),
+        task_acks_late=_env_bool("TASKRACE_ACKS_LATE", False),
+        # Fail fast on a dead broker instead of Celery's default ~forever retry.
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=3,
+        broker_connection_timeout=5,
+        broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
+        redis_socket_connect_timeout=5,
+        result_expires=3600,  # don't leave result keys in a shared Redis forever
+        worker_hijack_root_logger=False,  # the harness owns logging config
+        worker_send_task_events=False, task_send_sent_event=False,  # less broker chatter
+        enable_utc=True,
+    )
+    app.task(name=TASK_CALL, bind=True)(_call)
+    app.task(name=TASK_PING, bind=True)(_ping)
+    return app
+
+
+def _worker_id(task) -> str:
+    # request.hostname is the node name ("w1@host"), which tells workers apart.
+    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
+
+
+def _resolve(fn_path: str):
+    """``scenarios.mod:qual.name`` -> callable, refusing anything outside scenarios."""
+    mod_name, sep, qualname = fn_path.partition(":") if isinstance(fn_path, str) else ("", "", "")
+    if not (sep and mod_name.startswith(ALLOWED_PREFIX) and qualname):
+        raise PermissionError(f"refused fn_path {fn_path!r}: only '{ALLOWED_PREFIX}<module>:<name>' is allowed")
+    parts = qualname.split(".")
+    # No dunders: blocks scenarios.x:f.__globals__ / __builtins__ style escapes.
+    if not all(p.isidentifier() and not p.startswith("__") for p in parts):
+        raise PermissionError(f"refused fn_path {fn_path!r}: bad attribute name")
+    obj = importlib.import_module(mod_name)
+    for p in parts:
+        obj = getattr(obj, p)
+    # Blocks re-exports such as scenarios.x:os.system (module imported `os`).
+    if not callable(obj) or not str(getattr(obj, "__module__", "")).startswith(ALLOWED_PREFIX):
+        raise PermissionError(f"refused fn_path {fn_path!r}: not a callable defined under {ALLOWED_PREFIX}")
+    return obj
+
+
+def _call(self, fn_path: str, args: list | None = None) -> dict:
+    # Errors are returned, not raised: one bad task must not abort a race.
+    # perf_counter is CLOCK_MONOTONIC on Linux, i.e. comparable across processes on one host.
+    started = time.perf_counter()
+    value, error = None, None
+    try:
+        fn = _resolve(fn_path)
+        if not isinstance(args, (list, tuple)):
+            raise TypeError(f"args must be a list, got {type(args).__name__}")
+        value = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the result
+        error = f"{type(exc).__name__}: {exc}"
+    finished = time.perf_counter()
+    if error is None:
+        try:  # a non-JSON value would otherwise fail inside the result backend
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            value, error = None, f"TypeError: result not JSON-serialisable: {exc}"
+    return {"value": value, "error": error, "started": started,
+            "finished": finished, "worker": _worker_id(self)}
+
+
+def _ping(self) -> dict:
+    return {"hostname": self.request.hostname or socket.gethostname(), "pid": os.getpid()}
+
+
+# Module-level app for `celery -A workers.celery_app worker`; URL only from env.
+app = make_app(os.environ.get("TASKRACE_BROKER_URL", "redis://127.0.0.1:6379/0"))
