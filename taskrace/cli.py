@@ -22,6 +22,8 @@ from taskrace.report import print_details, print_runs
 from taskrace.results import write_json
 from taskrace.runner import prepare, run_one
 from workers import TIERS, MissingDependency, UnknownChoice, get_tier
+from workers.base import TierFailure
+from workers.redis_server import RedisUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -57,7 +59,7 @@ def _int(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise UsageError(f"-n must be a whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
 def _names(text: str, registry, kind: str) -> list[str]:
@@ -71,6 +73,14 @@ def _names(text: str, registry, kind: str) -> list[str]:
 def _add_tier_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default=None,
                    help="how the processes tier starts workers (default: the platform's)")
+    celery = p.add_argument_group("celery backend")
+    celery.add_argument("--redis-url", default=None, help="broker and result store (default: "
+                        "$REDIS_URL, else a private Redis started for the run)")
+    celery.add_argument("--pool", default=None, help="worker pool: prefork, threads or solo")
+    celery.add_argument("--concurrency", type=_int, default=None, help="slots per worker (default 1)")
+    celery.add_argument("--prefetch", type=_int, default=None, help="worker_prefetch_multiplier (default 1)")
+    celery.add_argument("--acks-late", action="store_true", default=None, help="task_acks_late")
+    celery.add_argument("--chunk", type=_int, default=None, help="calls per message (celery chunks)")
     p.add_argument("--json", metavar="FILE", help="write the results here (JSON)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated work (default 0)")
     p.add_argument("--expect-safe", action="store_true",
@@ -116,8 +126,12 @@ def scenario_parser(scenario_cls) -> Parser:
     return p
 
 
+TIER_OPTIONS = ("start_method", "redis_url", "pool", "concurrency", "prefetch", "acks_late", "chunk")
+
+
 def tier_options(args) -> dict:
-    return {"start_method": args.start_method} if args.start_method else {}
+    """The tier settings given on the command line; each tier takes the ones it knows."""
+    return {k: getattr(args, k) for k in TIER_OPTIONS if getattr(args, k, None) is not None}
 
 
 def cmd_list(console: Console) -> int:
@@ -149,10 +163,10 @@ def cmd_run(args, rest: list[str], console: Console) -> int:
     given = vars(scenario_parser(scenario_cls).parse_args(rest))
     params = {k: v for k, v in given.items() if v is not None}
     workers = args.workers if args.workers is not None else 1
-    scenario, tier_cls = prepare(args.scenario, params, args.backend, workers, tier_options(args), args.seed)
+    scenario, tier = prepare(args.scenario, params, args.backend, workers, tier_options(args), args.seed)
     history: list | None = [] if args.history else None
     with console.status(f"running {args.scenario} on {args.backend} -n {workers}"):
-        record = run_one(scenario, tier_cls, workers, tier_options(args), history)
+        record = run_one(scenario, tier, history)
     print_runs([record], title=f"taskrace run {args.scenario}", console=console)
     print_details(record, console)
     if args.json:
@@ -225,9 +239,9 @@ def cmd_compare(args, console: Console) -> int:
         for point in points:
             progress.update(task, description=f"{point['scenario']} {point['params'].get('strategy') or ''} "
                                               f"on {point['backend']} -n {point['workers']}")
-            scenario, tier_cls = prepare(point["scenario"], point["params"], point["backend"],
-                                         point["workers"], tier_options(args), args.seed)
-            record = run_one(scenario, tier_cls, point["workers"], tier_options(args))
+            scenario, tier = prepare(point["scenario"], point["params"], point["backend"],
+                                     point["workers"], tier_options(args), args.seed)
+            record = run_one(scenario, tier)
             key = (record["scenario"], json.dumps(record["params"], sort_keys=True))
             if point["baseline"]:
                 baselines[key] = record
@@ -274,9 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from taskrace.bench import main as bench_main
             return bench_main(args, console)
-    except (UsageError, BadInput, UnknownChoice, MissingDependency) as exc:
+    except (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable) as exc:
         err.print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE
+    except TierFailure as exc:
+        err.print(f"taskrace: failed: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("taskrace: interrupted; every worker this run started has been stopped",
                   markup=False, highlight=False)

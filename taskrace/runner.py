@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import Counter
 
 from scenarios import get_scenario
 from scenarios.base import BadInput
@@ -26,11 +27,15 @@ def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_o
     reason = getattr(scenario, "supported_by", lambda cls: None)(tier_cls)
     if reason:
         raise BadInput(reason)
-    return scenario, tier_cls
+    try:
+        tier = tier_cls(workers, **tier_options)  # cheap: checks options, starts nothing
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    return scenario, tier
 
 
-def run_one(scenario, tier_cls, workers: int, tier_options: dict, history: list | None = None) -> dict:
-    tier = tier_cls(workers, **tier_options)
+def run_one(scenario, tier, history: list | None = None) -> dict:
+    """Run ``scenario`` on a fresh (not yet started) ``tier`` and return its record."""
     t0 = time.perf_counter()
     with tier:
         t1 = time.perf_counter()
@@ -58,6 +63,7 @@ def run_one(scenario, tier_cls, workers: int, tier_options: dict, history: list 
         "throughput_per_s": round(execution.units / wall, 3) if wall > 0 else None,
         "metrics": sampler.metrics(),
         "task_timing": task_timing(execution.outcomes),
+        "nodes": nodes(execution.outcomes),
         "verdict": verdict.to_dict(),
         "answer_digest": digest(verdict.answer),
         "environment": environment(),
@@ -76,3 +82,10 @@ def task_timing(outcomes) -> dict:
     return {"count": len(outcomes), "queue_wait": split("submitted", "started"),
             "run": split("started", "finished"), "return": split("finished", "seen"),
             "workers_used": len({o.worker for o in outcomes if o.worker})}
+
+
+def nodes(outcomes) -> dict[str, int]:
+    """Tasks per executor: the Celery node name (its "node:pid" minus the pid), or the
+    local "pid/thread". Shows whether every worker really took part."""
+    counts = Counter(o.worker.rsplit(":", 1)[0] for o in outcomes if o.worker)
+    return dict(sorted(counts.items()))

@@ -11,6 +11,7 @@ TIERS: dict[str, str] = {
     "sequential": "workers.sequential:SequentialTier",
     "threads": "workers.threads:ThreadsTier",
     "processes": "workers.processes:ProcessesTier",
+    "celery": "workers.celery_tier:CeleryTier",
 }
 
 # The pip package that brings each module a tier needs, for the install hint.

@@ -176,3 +176,8 @@ def apply_deltas(balances, deltas: list, guard: bool) -> tuple[list[int], list[i
     for (account, _), value in zip(deltas, after):
         balances[account] = value
     return before, after
+
+
+class TierFailure(RuntimeError):
+    """The tier broke down mid-run (broker gone, workers dead, timeout). The message is
+    one line and says how much work had completed."""

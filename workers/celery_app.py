@@ -18,7 +18,10 @@ import time
 
 from celery import Celery
 
+import workers.redis_state  # noqa: F401  (registers the JSON types of shared-state handles)
+
 TASK_CALL = "taskrace.call"
+TASK_ACTOR = "taskrace.actor"
 TASK_PING = "taskrace.ping"
 ALLOWED_PREFIX = "scenarios."
 
@@ -50,6 +53,10 @@ def make_app(broker_url: str) -> Celery:
         enable_utc=True,
     )
     app.task(name=TASK_CALL, bind=True)(_call)
+    # Actors run for the whole race and wait on each other. acks_late + prefetch 1 means
+    # a worker process holds only the actor it is running, never a second one queued
+    # behind it (which would deadlock a producer waiting for its consumer).
+    app.task(name=TASK_ACTOR, bind=True, acks_late=True)(_call)
     app.task(name=TASK_PING, bind=True)(_ping)
     return app
 

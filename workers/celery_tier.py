@@ -1,0 +1,204 @@
+"""Celery workers behind Redis: message passing through a broker, no shared memory.
+
+How data crosses the process boundary::
+
+    harness (caller)                    Redis                        celery worker processes
+    ----------------                    -----                        -----------------------
+    map(fn, args_list)
+      taskrace.call("scenarios.m:fn",  --JSON--> list taskrace.<run> --> _call: fn(*args)
+                    args)
+      Outcome <---------------JSON----- celery-task-meta-<id> <------- {"value", "error",
+                                                                        "started", "finished",
+                                                                        "worker": node:pid}
+    run_actors(actors)
+      taskrace.actor(fn, args with    --JSON: key names only-------->  fn(RedisAccounts(key),
+                     handles)                                              RedisLock, RedisChannel)
+    accounts / lock / channel          keys taskrace:<run>:*  <-------  GET/SET/EVAL/BLPOP
+
+Nothing is pickled: the app accepts JSON only, and a worker resolves functions by name
+under ``scenarios.`` alone. The broker is ``--redis-url``/``REDIS_URL`` or, failing those,
+a private Redis that this tier starts and removes (``workers.redis_server``). Each run
+uses its own queue and key prefix, so a shared Redis is safe to use.
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import time
+
+from workers.base import Outcome, Tier, TierFailure
+from workers.celery_workers import CELERY_ENV_OVERRIDES, start_worker, stop_workers, wait_ready
+from workers.redis_server import EmbeddedRedis, RedisUnavailable, check_redis, redact_url
+from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
+
+POOLS = ("prefork", "threads", "solo")
+
+
+def _path(fn) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+class CeleryTier(Tier):
+    name = "celery"
+    summary = "real celery worker processes fed through Redis: JSON messages, no shared memory"
+    shares_memory = False
+    parallel_cpu = True  # prefork: one process per slot
+    needs_broker = True
+    bank_strategies = ("none", "lock", "atomic", "optimistic", "queue")
+
+    def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
+                 concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,
+                 task_timeout: float = 600.0, **options) -> None:
+        super().__init__(workers, **options)
+        if pool not in POOLS:
+            raise ValueError(f"unknown --pool {pool!r}; choose from: {', '.join(POOLS)}")
+        for flag, value, low in (("--concurrency", concurrency, 1), ("--prefetch", prefetch, 1),
+                                 ("--chunk", chunk, 1)):
+            if value < low:
+                raise ValueError(f"{flag} must be at least {low}, got {value}")
+        self.redis_url = redis_url or os.environ.get("REDIS_URL") or None
+        self.pool, self.concurrency, self.prefetch = pool, concurrency, prefetch
+        self.acks_late, self.chunk, self.task_timeout = acks_late, chunk, task_timeout
+        self.run_id = secrets.token_hex(4)
+        self.queue = f"taskrace.{self.run_id}"
+        self.prefix = f"taskrace:{self.run_id}"
+        self.url: str | None = None
+        self.app = None
+        self._embedded: EmbeddedRedis | None = None
+        self._workers: list = []
+        self._logdir: str | None = None
+        self.extra_workers = 0
+
+    def describe(self) -> dict:
+        return {"workers": self.workers, "pool": self.pool, "concurrency": self.concurrency,
+                "prefetch_multiplier": self.prefetch, "acks_late": self.acks_late, "chunk": self.chunk,
+                "broker": "embedded" if self._embedded or not self.redis_url else redact_url(self.redis_url),
+                "queue": self.queue, "extra_actor_workers": self.extra_workers,
+                "nodes_started": [w.name for w in self._workers] if self._workers else None}
+
+    # lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        for name in CELERY_ENV_OVERRIDES:  # they would override the URL we configure
+            os.environ.pop(name, None)
+        if self.redis_url:
+            check_redis(self.redis_url)  # RedisUnavailable: one line, password hidden
+            self.url = self.redis_url
+        else:
+            self._embedded = EmbeddedRedis().start()
+            self.url = self._embedded.url
+        from workers.celery_app import make_app  # celery imports only when this tier runs
+
+        self.app = make_app(self.url)
+        self._logdir = tempfile.mkdtemp(prefix="taskrace-celery-")
+        self._start_workers(self.workers, "w")
+        self._names = [w.name for w in self._workers]
+
+    def _start_workers(self, count: int, tag: str) -> None:
+        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late))}
+        batch = [start_worker(self.url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + k + 1}",
+                              self._logdir, env=env, queues=self.queue, concurrency=self.concurrency,
+                              pool=self.pool) for k in range(count)]
+        self._workers += batch
+        try:
+            wait_ready(batch)
+        except (RuntimeError, TimeoutError) as exc:
+            raise TierFailure(str(exc)) from None
+
+    def stop(self, abort: bool = False) -> None:
+        stop_workers(self._workers, timeout=3 if abort else 10)
+        if self.url and self.redis_url:  # someone else's Redis: leave it as we found it
+            try:
+                r = client(self.url)
+                for key in r.scan_iter(match=f"{self.prefix}:*", count=500):
+                    r.delete(key)
+                r.delete(self.queue)
+            except Exception:  # noqa: BLE001 - best effort; the broker may be what failed
+                pass
+        if self.app is not None:
+            self.app.close()
+            self.app = None
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+        if self._logdir:
+            shutil.rmtree(self._logdir, ignore_errors=True)
+            self._logdir = None
+
+    # running work ------------------------------------------------------------------
+    def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
+        from celery import group
+
+        items = [(_path(fn), list(args)) for args in args_list]
+        chunk = max(chunksize, self.chunk)
+        submitted = time.perf_counter()
+        if chunk > 1:
+            # celery's chunks: one message carries `chunk` calls (celery.starmap).
+            sig = self.app.tasks["taskrace.call"].chunks(items, chunk).group()
+            result = sig.apply_async(queue=self.queue)
+        else:
+            result = group(self.app.signature("taskrace.call", args=item, queue=self.queue)
+                           for item in items).apply_async()
+        arrivals = self._collect(result)
+        flat = [(d, seen) for value, seen in arrivals for d in (value if chunk > 1 else [value])]
+        return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(flat)]
+
+    def run_actors(self, actors) -> list[Outcome]:
+        slots = (self.workers + self.extra_workers) * self.concurrency
+        if len(actors) > slots:
+            # Actors wait on each other (a producer on its consumers): each needs a slot of
+            # its own at once, or the race deadlocks. Add workers and say so in the record.
+            more = math.ceil((len(actors) - slots) / self.concurrency)
+            self._start_workers(more, "x")
+            self.extra_workers += more
+        from celery import group
+
+        submitted = time.perf_counter()
+        result = group(self.app.signature("taskrace.actor", args=(_path(a.fn), list(a.args)),
+                                          queue=self.queue) for a in actors).apply_async()
+        return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(self._collect(result))]
+
+    def _collect(self, result) -> list[tuple]:
+        """Wait for every result, noting when each arrives; fail in one line, with the
+        count of completed tasks, if the broker goes away or the run times out."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+        from kombu.exceptions import OperationalError
+        import redis
+
+        index = {r.id: i for i, r in enumerate(result.results)}
+        total = len(index)
+        values: dict[int, tuple] = {}
+
+        def arrived(task_id, value):
+            values[index[task_id]] = (value, time.perf_counter())
+
+        try:
+            # interval: how often the result keys are polled; Celery's 0.5 s default would add
+            # up to half a second to every run and hide the per-task cost we measure.
+            result.join_native(timeout=self.task_timeout, callback=arrived, propagate=True,
+                               interval=0.002)
+        except CeleryTimeout:
+            raise TierFailure(f"celery: {len(values)}/{total} tasks completed before the "
+                              f"{self.task_timeout:.0f} s timeout (workers dead or stuck?)") from None
+        except (redis.RedisError, OperationalError, OSError) as exc:
+            raise TierFailure(f"celery: broker lost mid-run after {len(values)}/{total} tasks "
+                              f"completed ({type(exc).__name__})") from None
+        return [values[i] for i in range(total)]  # (value, when the caller had it)
+
+    @staticmethod
+    def _outcome(index: int, d: dict, submitted: float, seen: float) -> Outcome:
+        return Outcome(index, d.get("value"), d.get("error"), submitted=submitted,
+                       started=d.get("started"), finished=d.get("finished"), seen=seen,
+                       worker=d.get("worker", ""))
+
+    # shared state --------------------------------------------------------------------
+    def accounts(self, balances):
+        return RedisAccounts(f"{self.prefix}:acct:{secrets.token_hex(3)}", len(balances), self.url).create(balances)
+
+    def lock(self):
+        return RedisLock(f"{self.prefix}:lock:{secrets.token_hex(3)}", self.url)
+
+    def channel(self, maxsize=0):
+        return RedisChannel(f"{self.prefix}:chan:{secrets.token_hex(3)}", maxsize, self.url).create()
