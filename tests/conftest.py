@@ -28,9 +28,8 @@ CLI_TIMEOUT = 120
 def run(scenario: str, backend: str, workers: int = 2, tier_options: dict | None = None,
         seed: int = 0, history: list | None = None, **params) -> dict:
     """One run in this process through the harness's own entry points; returns the record."""
-    options = dict(tier_options or {})
-    sc, tier_cls = prepare(scenario, params, backend, workers, options, seed)
-    return run_one(sc, tier_cls, workers, options, history)
+    sc, tier = prepare(scenario, params, backend, workers, dict(tier_options or {}), seed)
+    return run_one(sc, tier, history)
 
 
 def cli(*args: str, timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:

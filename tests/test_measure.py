@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 import time
 
+import psutil
 from taskrace.measure import TreeSampler
 from taskrace.runner import task_timing
 from workers.base import Outcome
@@ -36,11 +37,13 @@ def test_sampler_sees_a_busy_child_process():
 
 
 def test_sampler_counts_cpu_of_this_process():
+    # (multiprocessing's resource tracker may already be a child of this test process)
+    existing = len(psutil.Process().children(recursive=True))
     with TreeSampler() as sampler:
         _busy(0.4)
     m = sampler.metrics()
     assert m["cpu_seconds"] > 0.2, m
-    assert m["os_processes"] == 1, m
+    assert m["os_processes"] == 1 + existing, m
 
 
 def test_sampler_idle_tree_uses_little_cpu():

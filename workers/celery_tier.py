@@ -51,7 +51,8 @@ class CeleryTier(Tier):
 
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
                  concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,
-                 task_timeout: float = 600.0, **options) -> None:
+                 task_timeout: float = 600.0, external: bool = False, queue: str | None = None,
+                 scaler=None, **options) -> None:
         super().__init__(workers, **options)
         if pool not in POOLS:
             raise ValueError(f"unknown --pool {pool!r}; choose from: {', '.join(POOLS)}")
@@ -63,13 +64,21 @@ class CeleryTier(Tier):
         self.pool, self.concurrency, self.prefetch = pool, concurrency, prefetch
         self.acks_late, self.chunk, self.task_timeout = acks_late, chunk, task_timeout
         self.run_id = secrets.token_hex(4)
-        self.queue = f"taskrace.{self.run_id}"
+        # external: workers someone else runs (the compose lab's `worker` service), on a
+        # shared queue; -n is then how many of them must be up. `scaler(n)` may make it so.
+        self.external = external or os.environ.get("TASKRACE_EXTERNAL_WORKERS") == "1"
+        self.scaler = scaler
+        default_queue = os.environ.get("TASKRACE_QUEUE", "taskrace") if self.external else f"taskrace.{self.run_id}"
+        self.queue = queue or default_queue
+        if self.external and not self.redis_url:
+            raise ValueError("external workers need --redis-url or REDIS_URL (the broker they listen on)")
         self.prefix = f"taskrace:{self.run_id}"
         self.url: str | None = None
         self.app = None
         self._embedded: EmbeddedRedis | None = None
         self._workers: list = []
         self._logdir: str | None = None
+        self._nodes_up: list[str] = []
         self.extra_workers = 0
 
     def describe(self) -> dict:
@@ -77,7 +86,8 @@ class CeleryTier(Tier):
                 "prefetch_multiplier": self.prefetch, "acks_late": self.acks_late, "chunk": self.chunk,
                 "broker": "embedded" if self._embedded or not self.redis_url else redact_url(self.redis_url),
                 "queue": self.queue, "extra_actor_workers": self.extra_workers,
-                "nodes_started": [w.name for w in self._workers] if self._workers else None}
+                "external_workers": self.external,
+                "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers]}
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -92,11 +102,31 @@ class CeleryTier(Tier):
         from workers.celery_app import make_app  # celery imports only when this tier runs
 
         self.app = make_app(self.url)
+        if self.external:
+            self._await_external(self.workers)
+            return
         self._logdir = tempfile.mkdtemp(prefix="taskrace-celery-")
         self._start_workers(self.workers, "w")
-        self._names = [w.name for w in self._workers]
+
+    def _await_external(self, count: int, timeout: float = 120.0) -> None:
+        """Scale the external workers to ``count`` (when a scaler is set) and wait until
+        that many answer a ping."""
+        if self.scaler is not None:
+            self.scaler(count)
+        deadline = time.monotonic() + timeout
+        while True:
+            replies = self.app.control.ping(timeout=1.0)
+            self._nodes_up = [node for reply in replies for node in reply]
+            if len(self._nodes_up) >= count:
+                return
+            if time.monotonic() > deadline:
+                raise TierFailure(f"celery: {len(self._nodes_up)} external workers answer, "
+                                  f"{count} needed (scale the worker service)")
 
     def _start_workers(self, count: int, tag: str) -> None:
+        if self.external:
+            self._await_external(self.workers + self.extra_workers + count)
+            return
         env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late))}
         batch = [start_worker(self.url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + k + 1}",
                               self._logdir, env=env, queues=self.queue, concurrency=self.concurrency,
