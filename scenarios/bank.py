@@ -15,6 +15,9 @@ Strategies (what the actors do around each read-modify-write):
 * ``lock``   the same steps while holding the tier's lock.
 * ``atomic`` one operation of the store itself (``Value.get_lock()`` used properly, Redis
              INCRBY / a Lua script); no user code runs inside it, so no window either.
+* ``optimistic`` read and think without a lock, then commit only if nobody wrote
+             meanwhile (compare-and-set; Redis WATCH/MULTI/EXEC), else retry: no waiting,
+             but wasted work under contention (the retry count).
 * ``queue``  message passing: actors send operations to one owner that alone holds the
              balances and applies them one by one. No lock anywhere.
 
@@ -33,7 +36,7 @@ STRATEGIES = {
     "none": "read, race window, write: the bug (lost updates)",
     "lock": "the tier's lock around read-modify-write",
     "atomic": "one atomic operation of the store (Value.get_lock(), Redis INCRBY/Lua)",
-    "optimistic": "WATCH/MULTI/EXEC, retried on conflict (tiers with a Redis store)",
+    "optimistic": "read, think, commit only if unchanged, else retry (CAS; Redis WATCH/MULTI/EXEC)",
     "queue": "message passing to a single owner of the balances; no lock",
 }
 UNSAFE = {"none"}
@@ -160,6 +163,9 @@ class Bank(Scenario):
 
     def actor_count(self, workers: int) -> int:
         return max(2, workers)  # a race needs two sides; -n adds more actors
+
+    def actors_needed(self, workers: int) -> int:
+        return self.actor_count(workers) + (self.strategy == "queue")
 
     def initial(self) -> list[int]:
         n = 1 if self.p["mode"] == "seed" else self.p["accounts"]

@@ -51,6 +51,9 @@ class Pipeline(Scenario):
         Param("work", float, 0.0, "seconds a consumer spends per item", min=0, max=60),
     )
 
+    def actors_needed(self, workers: int) -> int:
+        return 1 + workers
+
     def execute(self, tier) -> Execution:
         consumers = tier.workers
         channel = tier.channel(self.p["capacity"])

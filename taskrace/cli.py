@@ -114,8 +114,14 @@ def build_parser() -> Parser:
     _add_tier_options(compare)
 
     bench = sub.add_parser("bench", help="the harness measured against plain stdlib code")
-    bench.add_argument("--repeat", type=int, default=3)
-    bench.add_argument("--json", metavar="FILE")
+    bench.add_argument("--repeat", type=_int, default=None,
+                       help="runs per measurement; medians are reported (default 3, --quick: 1)")
+    bench.add_argument("--json", metavar="FILE", help="write the raw numbers here (JSON)")
+    bench.add_argument("--quick", action="store_true",
+                       help="small work and one repeat: checks the bench works, numbers are rough")
+    bench.add_argument("--skip-celery", action="store_true", help="local tiers only (no Redis needed)")
+    bench.add_argument("--redis-url", default=None, help="broker for the celery section (default: "
+                       "$REDIS_URL, else a private Redis started for the run)")
     return parser
 
 

@@ -38,6 +38,7 @@ def run_one(scenario, tier, history: list | None = None) -> dict:
     """Run ``scenario`` on a fresh (not yet started) ``tier`` and return its record."""
     t0 = time.perf_counter()
     with tier:
+        tier.reserve(getattr(scenario, "actors_needed", lambda n: 0)(tier.workers))
         t1 = time.perf_counter()
         with TreeSampler() as sampler:
             t_run = time.perf_counter()

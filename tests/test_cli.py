@@ -1,0 +1,229 @@
+"""The command line, through a subprocess: list, run, compare, the JSON schema, exit codes,
+and every kind of bad input (exit 2, one line on stderr, no traceback)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+try:
+    from conftest import LOCAL_TIERS, cli, stderr_lines
+except ImportError:  # tests/ imported as a package
+    from tests.conftest import LOCAL_TIERS, cli, stderr_lines
+
+from scenarios import SCENARIOS
+from scenarios.bank import STRATEGIES
+from workers import TIERS
+
+
+def _load(path) -> dict:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+# --- list / run ---------------------------------------------------------------------------
+
+def test_list_names_every_scenario_backend_and_strategy():
+    proc = cli("list")
+    assert proc.returncode == 0, proc.stderr
+    for name in [*SCENARIOS, *TIERS, *STRATEGIES]:
+        assert name in proc.stdout, name
+
+
+@pytest.mark.parametrize("tier", LOCAL_TIERS)
+def test_run_prints_the_table_and_exits_0(tmp_path, tier):
+    out = tmp_path / "run.json"
+    proc = cli("run", "power-io", "-b", tier, "-n", "2", "--sleep", "0.05", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for word in ("power-io", tier, "wall s", "verdict", "ok"):
+        assert word in proc.stdout, word
+    doc = _load(out)
+    assert len(doc["runs"]) == 1
+    run = doc["runs"][0]
+    assert (run["scenario"], run["backend"]) == ("power-io", tier)
+    assert run["verdict"]["ok"] is True
+
+
+def test_run_start_method_reaches_the_processes_tier(tmp_path):
+    out = tmp_path / "run.json"
+    proc = cli("run", "globals", "-b", "processes", "-n", "2", "--start-method", "spawn",
+               "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    run = _load(out)["runs"][0]
+    assert run["tier"]["start_method"] == "spawn"
+    assert run["verdict"]["visible"] is False
+
+
+BANK_NONE = ["run", "bank", "-b", "threads", "-n", "2", "--strategy", "none",
+             "--delay", "0.002", "--trials", "3"]
+
+
+def test_run_bank_none_violates_but_exits_0(tmp_path):
+    out = tmp_path / "bank.json"
+    proc = cli(*BANK_NONE, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    verdict = _load(out)["runs"][0]["verdict"]
+    assert verdict["ok"] is False  # it really violated: exit 0 is a choice, not luck
+    assert verdict["unsafe"] is True
+    assert verdict["details"]["violating_trials"] >= 1
+
+
+def test_run_bank_none_with_expect_safe_exits_1():
+    proc = cli(*BANK_NONE, "--expect-safe")
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_bank_safe_strategy_with_expect_safe_exits_0():
+    proc = cli("run", "bank", "-b", "threads", "-n", "2", "--strategy", "lock",
+               "--delay", "0.002", "--trials", "2", "--expect-safe")
+    assert proc.returncode == 0, proc.stderr
+
+
+# --- compare and the JSON schema ----------------------------------------------------------
+
+COMPARE = ["compare", "--scenario", "power-io,globals", "--backend", "threads,processes",
+           "-n", "1,2", "--set", "power-io.sleep=0.05", "--no-progress"]
+RUN_KEYS = ("scenario", "backend", "workers", "strategy", "params", "wall_s", "timings",
+            "metrics", "verdict", "environment")
+METRIC_KEYS = ("cpu_percent", "peak_rss_bytes", "os_processes", "threads")
+VERDICT_KEYS = ("ok", "expected", "actual", "details")
+ENV_KEYS = ("python", "gil_enabled", "cpu_count", "packages")
+
+
+@pytest.fixture(scope="module")
+def compare_doc(tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "compare.json"
+    proc = cli(*COMPARE, "--json", str(out), timeout=180)
+    return proc, out
+
+
+def test_compare_exits_0(compare_doc):
+    proc, out = compare_doc
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "taskrace compare" in proc.stdout  # the table's title
+    assert out.exists()
+
+
+def test_compare_json_schema(compare_doc):
+    proc, out = compare_doc
+    assert proc.returncode == 0, proc.stderr
+    doc = _load(out)
+    assert doc["schema"].startswith("taskrace.results/")
+    for key in ENV_KEYS:
+        assert key in doc["environment"], key
+    runs = doc["runs"]
+    assert runs
+    for run in runs:
+        for key in RUN_KEYS:
+            assert key in run, (key, run.get("scenario"), run.get("backend"))
+        assert isinstance(run["wall_s"], (int, float)) and run["wall_s"] >= 0
+        assert "run_s" in run["timings"] and "startup_s" in run["timings"]
+        for key in METRIC_KEYS:
+            assert isinstance(run["metrics"][key], (int, float)), key
+        for key in VERDICT_KEYS:
+            assert key in run["verdict"], key
+        for key in ENV_KEYS:
+            assert key in run["environment"], key
+        assert isinstance(run["environment"]["gil_enabled"], bool)
+        assert run["verdict"]["ok"] is True, run["verdict"]
+        if run["scenario"] == "globals":
+            assert isinstance(run["verdict"]["visible"], bool)
+            assert run["verdict"]["visible"] is (run["backend"] != "processes")
+        if run["backend"] == "processes":
+            assert run["metrics"]["os_processes"] >= 1 + run["workers"]
+    assert {r["params"]["sleep"] for r in runs if r["scenario"] == "power-io"} == {0.05}
+
+
+def test_compare_matrix_has_sequential_baseline_and_speedups(compare_doc):
+    proc, out = compare_doc
+    assert proc.returncode == 0, proc.stderr
+    runs = _load(out)["runs"]
+    points = {(r["scenario"], r["backend"], r["workers"]) for r in runs}
+    expected = {(s, "sequential", 1) for s in ("power-io", "globals")}
+    expected |= {(s, b, n) for s in ("power-io", "globals") for b in ("threads", "processes")
+                 for n in (1, 2)}
+    assert points == expected
+    assert len(runs) == len(expected)
+    for run in runs:
+        assert run.get("speedup") is not None, run["backend"]
+        assert "efficiency" in run
+        assert run.get("agrees_with_sequential") is True, (run["scenario"], run["backend"])
+        if run["backend"] == "sequential":
+            assert run["speedup"] == 1.0
+
+
+# --- bad input: exit 2, exactly one line on stderr, no traceback --------------------------
+
+def _assert_usage_error(proc) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+LOCAL_STRATEGIES = ("none", "lock", "atomic", "queue")
+
+UNKNOWN_NAMES = {
+    "scenario": (["run", "nope"], list(SCENARIOS)),
+    "backend": (["run", "power-io", "-b", "nope"], list(TIERS)),
+    "strategy": (["run", "bank", "--strategy", "nope"], list(LOCAL_STRATEGIES)),
+    "bank-mode": (["run", "bank", "--mode", "nope"], ["seed", "transfers"]),
+    "compare-backend": (["compare", "--backend", "nope"], list(TIERS)),
+    "compare-scenario": (["compare", "--scenario", "power-io,nope"], list(SCENARIOS)),
+    "compare-strategy": (["compare", "--scenario", "bank", "--strategy", "nope"], list(LOCAL_STRATEGIES)),
+}
+
+
+@pytest.mark.parametrize("case", list(UNKNOWN_NAMES))
+def test_unknown_name_lists_the_valid_choices(case):
+    args, choices = UNKNOWN_NAMES[case]
+    line = _assert_usage_error(cli(*args))
+    assert "nope" in line
+    for choice in choices:
+        assert choice in line, (choice, line)
+
+
+BAD_INPUT = {
+    "n-zero": ["run", "power-io", "-n", "0"],
+    "n-negative": ["run", "power-io", "-n", "-1"],
+    "n-not-a-number": ["run", "power-io", "-n", "abc"],
+    "n-zero-on-processes": ["run", "power-io", "-b", "processes", "-n", "0"],
+    "tasks-negative": ["run", "power-io", "--tasks", "-3"],
+    "tasks-not-integer": ["run", "power-io", "--tasks", "1.5"],
+    "size-not-a-number": ["run", "power-cpu", "--size", "abc"],
+    "sleep-not-a-number": ["run", "power-io", "--sleep", "abc"],
+    "exponent-over-the-cap": ["run", "power-cpu", "--exponent", "10000000"],
+    "chunksize-zero": ["run", "mapreduce", "--chunksize", "0"],
+    "trials-zero": ["run", "bank", "--trials", "0"],
+    "strategy-not-on-tier": ["run", "bank", "-b", "threads", "--strategy", "optimistic"],
+    "start-method": ["run", "power-io", "-b", "processes", "--start-method", "nope"],
+    "compare-n-zero": ["compare", "-n", "0,2"],
+    "compare-n-not-a-number": ["compare", "-n", "abc"],
+    "compare-set-malformed": ["compare", "--set", "nonsense"],
+    "compare-set-unknown-option": ["compare", "--scenario", "power-io", "--set", "power-io.bogus=1"],
+    "compare-set-bad-value": ["compare", "--scenario", "power-io", "--set", "power-io.tasks=-1"],
+    "run-unknown-option": ["run", "power-io", "--bogus", "1"],
+    "compare-unknown-option": ["compare", "--bogus", "1"],
+    "list-unknown-option": ["list", "--bogus", "1"],
+    "run-without-scenario": ["run"],
+    "no-command": [],
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_exits_2_with_one_line(case):
+    line = _assert_usage_error(cli(*BAD_INPUT[case]))
+    assert line.startswith("taskrace"), line
+
+
+def test_bad_input_lines_say_what_is_wrong():
+    assert "-n" in _assert_usage_error(cli("run", "power-io", "-n", "0"))
+    assert "--tasks" in _assert_usage_error(cli("run", "power-io", "--tasks", "1.5"))
+    assert "--size" in _assert_usage_error(cli("run", "power-cpu", "--size", "abc"))
+    cap = _assert_usage_error(cli("run", "power-cpu", "--exponent", "10000000"))
+    assert "cap" in cap or "exceed" in cap, cap
+    assert "--bogus" in _assert_usage_error(cli("run", "power-io", "--bogus", "1"))
