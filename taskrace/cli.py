@@ -19,7 +19,7 @@ from scenarios import SCENARIOS, get_scenario
 from scenarios.base import BadInput
 from taskrace import __version__
 from taskrace.report import print_details, print_runs
-from taskrace.results import write_json
+from taskrace.results import BadResults, write_json
 from taskrace.runner import prepare, run_one
 from workers import TIERS, MissingDependency, UnknownChoice, get_tier
 from workers.base import TierFailure
@@ -108,6 +108,15 @@ def build_parser() -> Parser:
                          help="comma list of worker counts (default: the CPU count)")
     compare.add_argument("--strategy", default=None, help="bank strategies, comma list "
                          "(default: all a backend offers)")
+    compare.add_argument("files", nargs="*", metavar="RESULTS.json",
+                         help="two results files: print their differences instead of running")
+    compare.add_argument("--repeat", type=_int, default=3, help="measured runs per point (default 3)")
+    compare.add_argument("--warmup", type=_int, default=1, help="discarded runs per point first (default 1)")
+    compare.add_argument("--sweep", action="append", default=[], metavar="SCENARIO.OPTION=V1,V2",
+                         help="vary a scenario option, e.g. mapreduce.chunksize=1000,100000")
+    compare.add_argument("--chunksize", default=None, metavar="LIST", help="= --sweep mapreduce.chunksize=LIST")
+    compare.add_argument("--task-size", default=None, metavar="LIST", help="= --sweep power-cpu.size=LIST")
+    compare.add_argument("--report", metavar="DIR", help="write plots and an HTML report here")
     compare.add_argument("--no-progress", action="store_true")
     compare.add_argument("--set", action="append", default=[], metavar="SCENARIO.OPTION=VALUE",
                          help="a scenario option, e.g. bank.trials=10 (repeatable)")
@@ -204,66 +213,90 @@ def _parse_sets(sets: list[str]) -> dict[str, dict]:
     return out
 
 
-def plan_compare(args) -> list[dict]:
-    """Every point of the matrix, validated before anything starts. Sequential (one
-    worker) runs first for each scenario/strategy: it is the baseline and the oracle."""
+def plan_compare(args) -> list:
+    """Every point of the matrix, validated before anything starts."""
+    from scenarios.bank import STRATEGIES
+    from taskrace import sweep
+
     scenarios = _names(args.scenario, SCENARIOS, "scenario")
     backends = _names(args.backend, TIERS, "backend") if args.backend else list(TIERS)
     counts = args.workers or [os.cpu_count() or 2]
     sets = _parse_sets(args.set)
-    from scenarios.bank import STRATEGIES
+    sweeps = _parse_sweeps(args)
     strategies = _names(args.strategy, STRATEGIES, "strategy") if args.strategy else None
-    points = []
-    for name in scenarios:
-        params = {**COMPARE_DEFAULTS.get(name, {}), **sets.get(name, {})}
-        cls = get_scenario(name)
-        has_strategy = any(p.name == "strategy" for p in cls.params)
-        tier_classes = {b: get_tier(b) for b in dict.fromkeys(["sequential"] + backends)}
-        wanted = strategies or list(STRATEGIES) if has_strategy else [None]
-        for strategy in wanted:
-            p = dict(params, **({"strategy": strategy} if strategy else {}))
-            for backend, tier_cls in tier_classes.items():
-                if strategy and strategy not in tier_cls.bank_strategies:
-                    if strategies and backend != "sequential":
-                        raise UsageError(f"strategy {strategy!r} is not available on backend {backend!r}")
-                    continue
-                for n in ([1] if backend == "sequential" else counts):
-                    prepare(name, p, backend, n, tier_options(args), args.seed)  # validate now
-                    points.append({"scenario": name, "params": p, "backend": backend, "workers": n,
-                                   "baseline": backend == "sequential"})
+    if strategies:
+        for backend in backends:
+            missing = [s for s in strategies if s not in get_tier(backend).bank_strategies]
+            if missing:
+                raise UsageError(f"strategy {missing[0]!r} is not available on backend {backend!r}")
+
+    def strategies_for(name):
+        if not any(p.name == "strategy" for p in get_scenario(name).params):
+            return [None]
+        return strategies or list(STRATEGIES)
+
+    points = sweep.expand(scenarios, backends, counts, strategies_for,
+                          lambda name: {**COMPARE_DEFAULTS.get(name, {}), **sets.get(name, {})},
+                          lambda name: sweeps.get(name, [{}]))
+    sweep.validate(points, tier_options(args), args.seed)
     return points
 
 
+def _parse_sweeps(args) -> dict[str, list[dict]]:
+    """--sweep SCENARIO.OPTION=V1,V2 (and the shortcuts --chunksize, --task-size)."""
+    items = list(args.sweep)
+    if args.chunksize:
+        items.append(f"mapreduce.chunksize={args.chunksize}")
+    if args.task_size:
+        items.append(f"power-cpu.size={args.task_size}")
+    out: dict[str, list[dict]] = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        scenario, dot, option = key.partition(".")
+        if not (eq and dot and option and values):
+            raise UsageError(f"--sweep takes SCENARIO.OPTION=V1,V2,..., got {item!r}")
+        if scenario not in SCENARIOS:
+            raise UsageError(f"unknown scenario {scenario!r} in --sweep; choose from: {', '.join(SCENARIOS)}")
+        option = option.replace("-", "_")
+        variants = out.get(scenario, [{}])
+        out[scenario] = [dict(v, **{option: value}) for v in variants for value in values.split(",") if value]
+    return out
+
+
 def cmd_compare(args, console: Console) -> int:
+    from taskrace import sweep
+    from taskrace.results import load_json
+
+    if args.files:
+        if len(args.files) != 2:
+            raise UsageError("compare takes two results files to diff (a.json b.json), or none")
+        from taskrace.diff import print_diff
+
+        return print_diff(load_json(args.files[0]), load_json(args.files[1]), console)
+    if args.repeat < 1 or args.warmup < 0:
+        raise UsageError("--repeat must be at least 1 and --warmup at least 0")
     points = plan_compare(args)
-    records: list[dict] = []
-    baselines: dict[tuple, dict] = {}
+    steps = len(points) * (args.repeat + args.warmup)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, disable=args.no_progress, transient=True)
     with progress:
-        task = progress.add_task("compare", total=len(points))
-        for point in points:
-            progress.update(task, description=f"{point['scenario']} {point['params'].get('strategy') or ''} "
-                                              f"on {point['backend']} -n {point['workers']}")
-            scenario, tier = prepare(point["scenario"], point["params"], point["backend"],
-                                     point["workers"], tier_options(args), args.seed)
-            record = run_one(scenario, tier)
-            key = (record["scenario"], json.dumps(record["params"], sort_keys=True))
-            if point["baseline"]:
-                baselines[key] = record
-            base = baselines.get(key)
-            if base is not None:
-                record["speedup"] = round(base["wall_s"] / record["wall_s"], 3) if record["wall_s"] else None
-                record["efficiency"] = (round(record["speedup"] / record["workers"], 3)
-                                        if record["speedup"] else None)
-                record["agrees_with_sequential"] = (None if record["verdict"]["unsafe"]
-                                                    else record["answer_digest"] == base["answer_digest"])
-            records.append(record)
-            progress.advance(task)
-    print_runs(records, title="taskrace compare", console=console)
+        task = progress.add_task("compare", total=steps)
+
+        def step(point, is_warmup):
+            progress.update(task, advance=1, description=("warm-up " if is_warmup else "") + point.label)
+
+        records = sweep.execute(points, tier_options(args), args.seed, args.repeat, args.warmup, step)
+    fits = sweep.derive(records)
+    print_runs(records, title=f"taskrace compare (median of {args.repeat})", console=console)
     if args.json:
-        write_json(args.json, records)
-        console.print(f"results: {len(records)} runs written to {args.json}")
+        write_json(args.json, records, fits=fits)
+        console.print(f"results: {len(records)} points written to {args.json}")
+    if args.report:
+        from taskrace.html_report import write_report
+        from taskrace.results import document
+
+        written = write_report(document(records, fits=fits), args.report)
+        console.print(f"report: {written}")
     disagree = [r for r in records if r.get("agrees_with_sequential") is False]
     for r in disagree:
         console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']} disagrees with sequential[/]")
@@ -294,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from taskrace.bench import main as bench_main
             return bench_main(args, console)
-    except (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable) as exc:
+    except (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults) as exc:
         err.print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except TierFailure as exc:

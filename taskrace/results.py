@@ -56,14 +56,46 @@ def digest(answer) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def document(records: list[dict]) -> dict:
+def document(records: list[dict], fits: list[dict] | None = None) -> dict:
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment(), "runs": records}
+            "environment": environment(), "runs": records, "fits": fits or []}
 
 
-def write_json(path: str, records: list[dict]) -> None:
+def write_json(path: str, records: list[dict], fits: list[dict] | None = None) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
-        json.dump(document(records), fh, indent=1, default=str)
+        json.dump(document(records, fits), fh, indent=1, default=str)
         fh.write("\n")
     os.replace(tmp, path)  # never leave a half-written results file behind
+
+
+class BadResults(ValueError):
+    """A results file that cannot be used; the message is one line."""
+
+
+REQUIRED_RUN_KEYS = ("scenario", "backend", "workers", "wall_s", "verdict", "metrics")
+
+
+def load_json(path: str) -> dict:
+    """Read and check a results document; BadResults (one line) if it is missing, empty,
+    not JSON, or not taskrace results."""
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise BadResults(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not text.strip():
+        raise BadResults(f"{path} is empty")
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadResults(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or not isinstance(doc.get("runs"), list):
+        raise BadResults(f"{path} is not a taskrace results file (expected schema {SCHEMA})")
+    for i, run in enumerate(doc["runs"]):
+        missing = [k for k in REQUIRED_RUN_KEYS if not isinstance(run, dict) or k not in run]
+        if missing:
+            raise BadResults(f"{path}: run {i} lacks {', '.join(missing)}")
+    if not doc["runs"]:
+        raise BadResults(f"{path} holds no runs")
+    return doc

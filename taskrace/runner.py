@@ -1,4 +1,4 @@
-"""One run: build the scenario and the tier, time them from outside, judge, record.
+"""Runs: build the scenario and the tier, time them from outside, judge, record.
 
 This is the only place that joins a scenario to a tier, and it knows neither's
 internals: both come from their registries by name.
@@ -13,6 +13,7 @@ from scenarios import get_scenario
 from scenarios.base import BadInput
 from taskrace.measure import TreeSampler
 from taskrace.results import digest, environment
+from taskrace.stats import percentiles, spread
 from workers import get_tier
 
 
@@ -34,21 +35,46 @@ def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_o
     return scenario, tier
 
 
-def run_one(scenario, tier, history: list | None = None) -> dict:
-    """Run ``scenario`` on a fresh (not yet started) ``tier`` and return its record."""
-    t0 = time.perf_counter()
-    with tier:
-        tier.reserve(getattr(scenario, "actors_needed", lambda n: 0)(tier.workers))
-        t1 = time.perf_counter()
-        with TreeSampler() as sampler:
-            t_run = time.perf_counter()
-            execution = scenario.execute(tier)
-            wall = time.perf_counter() - t_run
-        t2 = time.perf_counter()
-    t3 = time.perf_counter()
+def measure(scenario, tier, history: list | None = None) -> dict:
+    """One timed run of ``scenario`` on an already started ``tier``: a raw sample."""
+    tier.reserve(getattr(scenario, "actors_needed", lambda n: 0)(tier.workers))
+    with TreeSampler() as sampler:
+        t_run = time.perf_counter()
+        execution = scenario.execute(tier)
+        wall = time.perf_counter() - t_run
     verdict = scenario.check(execution, tier)
     if history is not None and hasattr(scenario, "history_lines"):
         history.extend(scenario.history_lines(execution, tier.name))
+    return {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": sampler.metrics(),
+            "task_timing": task_timing(execution.outcomes), "latencies": latencies(execution.outcomes),
+            "nodes": nodes(execution.outcomes), "verdict": verdict.to_dict(),
+            "answer_digest": digest(verdict.answer)}
+
+
+def run_one(scenario, tier, history: list | None = None) -> dict:
+    """Start ``tier``, run ``scenario`` once, stop the tier: one record."""
+    t0 = time.perf_counter()
+    with tier:
+        t1 = time.perf_counter()
+        sample = measure(scenario, tier, history)
+        t2 = time.perf_counter()
+    record = aggregate(scenario, tier, [sample])
+    record["timings"].update(startup_s=round(t1 - t0, 6), shutdown_s=round(time.perf_counter() - t2, 6))
+    return record
+
+
+def aggregate(scenario, tier, samples: list[dict]) -> dict:
+    """One record for one point of a sweep from its repeated samples: the median run's
+    figures up front, the spread beside them, every raw sample kept under ``repeats``."""
+    walls = [s["wall_s"] for s in samples]
+    typical = sorted(samples, key=lambda s: s["wall_s"])[(len(samples) - 1) // 2]
+    failed = next((s for s in samples if not s["verdict"]["ok"]), None)
+    wall = spread(walls)["median"]
+    units = typical["tasks"]
+    metrics = dict(typical["metrics"])
+    metrics["cpu_percent_spread"] = spread([s["metrics"]["cpu_percent"] for s in samples])
+    metrics["peak_rss_bytes"] = max(s["metrics"]["peak_rss_bytes"] for s in samples)
+    pooled = {k: [v for s in samples for v in s["latencies"].get(k, [])] for k in ("queue_wait", "run", "return")}
     return {
         "scenario": scenario.name,
         "backend": tier.name,
@@ -58,17 +84,37 @@ def run_one(scenario, tier, history: list | None = None) -> dict:
         "seed": scenario.seed,
         "tier": tier.describe(),
         "wall_s": round(wall, 6),
-        "timings": {"startup_s": round(t1 - t0, 6), "run_s": round(wall, 6),
-                    "shutdown_s": round(t3 - t2, 6), "total_s": round(t3 - t0, 6)},
-        "tasks": execution.units,
-        "throughput_per_s": round(execution.units / wall, 3) if wall > 0 else None,
-        "metrics": sampler.metrics(),
-        "task_timing": task_timing(execution.outcomes),
-        "nodes": nodes(execution.outcomes),
-        "verdict": verdict.to_dict(),
-        "answer_digest": digest(verdict.answer),
+        "wall": spread(walls),
+        "timings": {"run_s": round(wall, 6), "startup_s": None, "shutdown_s": None},
+        "tasks": units,
+        "throughput_per_s": round(units / wall, 3) if wall > 0 else None,
+        "throughput": spread([s["tasks"] / s["wall_s"] for s in samples if s["wall_s"] > 0]),
+        "metrics": metrics,
+        "task_timing": typical["task_timing"],
+        "latency": {k: percentiles(v) for k, v in pooled.items()},
+        "nodes": _sum_counts(s["nodes"] for s in samples),
+        "verdict": (failed or typical)["verdict"],
+        "answer_digest": (failed or typical)["answer_digest"],
+        "repeats": samples,
         "environment": environment(),
     }
+
+
+def _sum_counts(dicts) -> dict:
+    total: Counter = Counter()
+    for d in dicts:
+        total.update(d)
+    return dict(sorted(total.items()))
+
+
+def latencies(outcomes) -> dict:
+    """Raw per-task seconds: waiting to start, running, getting the result back."""
+    def diffs(a, b):
+        return [round(getattr(o, b) - getattr(o, a), 6) for o in outcomes
+                if getattr(o, a) is not None and getattr(o, b) is not None]
+
+    return {"queue_wait": diffs("submitted", "started"), "run": diffs("started", "finished"),
+            "return": diffs("finished", "seen")}
 
 
 def task_timing(outcomes) -> dict:

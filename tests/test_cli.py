@@ -165,16 +165,14 @@ def _assert_usage_error(proc) -> str:
     return lines[0]
 
 
-LOCAL_STRATEGIES = ("none", "lock", "atomic", "queue")
-
 UNKNOWN_NAMES = {
     "scenario": (["run", "nope"], list(SCENARIOS)),
     "backend": (["run", "power-io", "-b", "nope"], list(TIERS)),
-    "strategy": (["run", "bank", "--strategy", "nope"], list(LOCAL_STRATEGIES)),
+    "strategy": (["run", "bank", "--strategy", "nope"], list(STRATEGIES)),
     "bank-mode": (["run", "bank", "--mode", "nope"], ["seed", "transfers"]),
     "compare-backend": (["compare", "--backend", "nope"], list(TIERS)),
     "compare-scenario": (["compare", "--scenario", "power-io,nope"], list(SCENARIOS)),
-    "compare-strategy": (["compare", "--scenario", "bank", "--strategy", "nope"], list(LOCAL_STRATEGIES)),
+    "compare-strategy": (["compare", "--scenario", "bank", "--strategy", "nope"], list(STRATEGIES)),
 }
 
 
@@ -196,10 +194,12 @@ BAD_INPUT = {
     "tasks-not-integer": ["run", "power-io", "--tasks", "1.5"],
     "size-not-a-number": ["run", "power-cpu", "--size", "abc"],
     "sleep-not-a-number": ["run", "power-io", "--sleep", "abc"],
+    "sleep-nan": ["run", "power-io", "--sleep", "nan"],
+    "sleep-inf": ["run", "power-io", "--sleep", "inf"],
+    "bank-delay-nan": ["run", "bank", "--delay", "nan", "--trials", "1"],
     "exponent-over-the-cap": ["run", "power-cpu", "--exponent", "10000000"],
     "chunksize-zero": ["run", "mapreduce", "--chunksize", "0"],
     "trials-zero": ["run", "bank", "--trials", "0"],
-    "strategy-not-on-tier": ["run", "bank", "-b", "threads", "--strategy", "optimistic"],
     "start-method": ["run", "power-io", "-b", "processes", "--start-method", "nope"],
     "compare-n-zero": ["compare", "-n", "0,2"],
     "compare-n-not-a-number": ["compare", "-n", "abc"],
@@ -227,3 +227,26 @@ def test_bad_input_lines_say_what_is_wrong():
     cap = _assert_usage_error(cli("run", "power-cpu", "--exponent", "10000000"))
     assert "cap" in cap or "exceed" in cap, cap
     assert "--bogus" in _assert_usage_error(cli("run", "power-io", "--bogus", "1"))
+
+
+@pytest.mark.parametrize("option", ["--json", "--history"])
+def test_unwritable_output_file_is_bad_input(tmp_path, option):
+    # A results path in a directory that does not exist: one line, exit 2, no traceback
+    # (best checked before the run starts).
+    target = tmp_path / "no-such-dir" / "out.json"
+    proc = cli("run", "bank", "-b", "threads", "--trials", "1", "--delay", "0", "--strategy", "lock",
+               option, str(target))
+    line = _assert_usage_error(proc)
+    assert "no-such-dir" in line, line
+
+
+def test_task_errors_fail_the_run_even_under_an_unsafe_strategy():
+    # `none` may violate the invariant (exit 0, a lesson); a task that *crashed* is not
+    # a lesson. Verdict of a bank run whose actors raised, as the checker builds it:
+    from taskrace.cli import EXIT_FAILED, exit_code
+
+    record = {"verdict": {"ok": False, "unsafe": True, "expected": "balance 200 in every trial",
+                          "actual": "0/1 trials violated, 2 errors",
+                          "details": {"violating_trials": 0,
+                                      "errors": ["task 0: ValueError: boom (at bank.py:69)"]}}}
+    assert exit_code([record], expect_safe=False) == EXIT_FAILED

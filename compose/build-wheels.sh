@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Build every Python wheel the lab image needs, on the host, into compose/wheels/.
+#
+#   compose/build-wheels.sh [--force]
+#
+# The image then installs from that folder with `pip install --no-index`, so building it
+# needs no package index (compose/Dockerfile). Wheels are for CPython 3.11 on x86_64
+# Linux: the Python of Debian bookworm (taskrace/python-base) and of python:3.11-slim.
+# With a host Python 3.11 this is a plain `pip wheel`; with another host Python, pip
+# downloads the cp311 manylinux wheels instead. Skips when the wheels are there and
+# pyproject.toml has not changed since (--force rebuilds).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+OUT="$HERE/wheels"
+PY="${PYTHON:-python3}"
+# What the image installs besides the project: flower for the `monitoring` profile;
+# setuptools and wheel so the image can build the project from its source offline.
+EXTRA=(flower "setuptools>=61" wheel)
+FORCE=0
+say() { printf '[build-wheels] %s\n' "$*" >&2; }
+die() { printf '[build-wheels] ERROR: %s\n' "$*" >&2; exit 1; }
+for arg in "$@"; do
+  case "$arg" in
+    --force) FORCE=1 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $arg (use --force)" ;;
+  esac
+done
+
+STAMP="$OUT/.stamp"
+want_stamp="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
+if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
+   && ls "$OUT"/taskrace-*.whl >/dev/null 2>&1; then
+  say "wheels in $OUT are up to date with pyproject.toml ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
+  exit 0
+fi
+
+mkdir -p "$OUT"
+find "$OUT" -maxdepth 1 -name '*.whl' -delete
+rm -f "$STAMP"
+host="$("$PY" -c 'import platform, sys; print(f"{sys.implementation.name}{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')"
+t0=$SECONDS
+if [ "$host" = "cpython311-x86_64" ]; then
+  say "pip wheel $ROOT ${EXTRA[*]} -> $OUT (host $host)"
+  "$PY" -m pip wheel --quiet --wheel-dir "$OUT" "$ROOT" "${EXTRA[@]}" || die "pip wheel failed"
+else
+  say "host is $host, not cpython311-x86_64: downloading cp311 manylinux wheels instead"
+  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$ROOT" || die "pip wheel of the project failed"
+  reqs="$("$PY" - "$ROOT/pyproject.toml" <<'PYEOF'
+import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
+PYEOF
+)"
+  mapfile -t deps <<<"$reqs"
+  "$PY" -m pip download --quiet --dest "$OUT" --only-binary=:all: --implementation cp \
+    --python-version 3.11 --abi cp311 --abi abi3 --abi none \
+    --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any \
+    "${deps[@]}" "${EXTRA[@]}" || die "pip download failed"
+fi
+# Every wheel must install on CPython 3.11 / glibc x86_64 (no wheel for another Python).
+bad="$(ls "$OUT"/*.whl | xargs -n1 basename | grep -Ev -- '-(py3|py2\.py3|cp311|cp3[0-9]+)-(none|cp311|abi3)-(any|manylinux[^-]*x86_64|linux_x86_64)\.whl$' || true)"
+[ -z "$bad" ] || die "wheels the image's CPython 3.11 cannot install: $bad"
+echo "$want_stamp" >"$STAMP"
+say "$(ls "$OUT"/*.whl | wc -l) wheels, $(du -sh "$OUT" | cut -f1), in $((SECONDS - t0)) s"
