@@ -10,6 +10,7 @@ shutdown), wait together, SIGKILL whatever is left.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,18 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # user's shell would silently send the workers to another broker.
 CELERY_ENV_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL",
                         "CELERY_RESULT_BACKEND", "CELERY_CONFIG_MODULE")
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM us if the harness dies, even by
+    SIGKILL, when no clean-up code can run. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def worker_env(broker_url: str, extra: dict | None = None) -> dict:
@@ -75,7 +88,8 @@ def start_worker(broker_url: str, name: str, log_dir: Path, env: dict | None = N
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(worker_argv(name, **argv_options), env=worker_env(broker_url, env),
                                 cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent if sys.platform == "linux" else None)
     return CeleryWorker(name, proc, log_path, time.monotonic())
 
 

@@ -18,12 +18,15 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
+
+from workers.celery_workers import die_with_parent
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -184,7 +187,8 @@ class EmbeddedRedis:
              "--dir", self.tmpdir, "--save", "", "--appendonly", "no",
              "--protected-mode", "yes", "--daemonize", "no"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=self.tmpdir, start_new_session=True)  # no terminal Ctrl-C races with stop()
+            cwd=self.tmpdir, start_new_session=True,  # no terminal Ctrl-C races with stop()
+            preexec_fn=die_with_parent if sys.platform == "linux" else None)
         log.close()  # child holds its own fd
         client = redis.Redis(host=HOST, port=self.port, password=self.password,
                              socket_timeout=0.5, socket_connect_timeout=0.5, retry=_NO_RETRY)
