@@ -10,6 +10,7 @@ and Celery workers can import them by name.
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,8 @@ class Param:
         except (TypeError, ValueError):
             kind = {int: "an integer", float: "a number"}.get(self.type, self.type.__name__)
             raise BadInput(f"{self.flag} must be {kind}, got {raw!r}") from None
+        if self.type is float and not math.isfinite(value):
+            raise BadInput(f"{self.flag} must be a finite number, got {raw!r}")
         if self.choices is not None and value not in self.choices:
             raise BadInput(f"unknown {self.flag} {value!r}; choose from: {', '.join(map(str, self.choices))}")
         if self.min is not None and value < self.min:

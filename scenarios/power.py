@@ -15,6 +15,7 @@ from scenarios.base import BadInput, Execution, Param, Scenario, Verdict, task_e
 
 CHECKSUM_MODULUS = (1 << 61) - 1  # a Mersenne prime: big results fold into one int
 MAX_RESULT_BITS = 1 << 20  # one power may have at most ~1 Mbit (131 kB): a sane cap
+MAX_POWERS = 50_000_000  # powers computed in one run, all tasks together
 
 
 def calculate_raise_to(x: list[int], y: int, sleep_s: float = 0.0, checksum: bool = False):
@@ -35,6 +36,9 @@ class _Power(Scenario):
     checksum = False
 
     def validate(self) -> None:
+        if self.p["size"] * self.p["tasks"] > MAX_POWERS:
+            raise BadInput(f"--size x --tasks = {self.p['size'] * self.p['tasks']:,} powers, over the cap "
+                           f"of {MAX_POWERS:,}")
         biggest = self.p["size"]
         top_exponent = self.p["exponent"] + self.p["tasks"] - 1
         bits = top_exponent * math.log2(max(biggest, 2))

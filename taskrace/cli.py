@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import sys
+import threading
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -83,6 +84,12 @@ def _add_tier_options(p: argparse.ArgumentParser) -> None:
     celery.add_argument("--prefetch", type=_int, default=None, help="worker_prefetch_multiplier (default 1)")
     celery.add_argument("--acks-late", action="store_true", default=None, help="task_acks_late")
     celery.add_argument("--chunk", type=_int, default=None, help="calls per message (celery chunks)")
+    celery.add_argument("--external-workers", dest="external", action="store_true", default=None,
+                        help="use workers someone else runs (the compose lab's worker service)")
+    celery.add_argument("--scale-workers", choices=["none", "docker"],
+                        default=os.environ.get("TASKRACE_SCALER", "none"),
+                        help="resize the external workers to -n before each run: docker = the "
+                             "compose worker service, via the Docker SDK (default $TASKRACE_SCALER or none)")
     p.add_argument("--json", metavar="FILE", help="write the results here (JSON)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated work (default 0)")
     p.add_argument("--expect-safe", action="store_true",
@@ -124,6 +131,11 @@ def build_parser() -> Parser:
                          help="a scenario option, e.g. bank.trials=10 (repeatable)")
     _add_tier_options(compare)
 
+    report = sub.add_parser("report", help="plots (PNG, SVG) and one HTML page from a results file")
+    report.add_argument("results", metavar="RESULTS.json", help="written by compare --json or run --json")
+    report.add_argument("-o", "--output", metavar="DIR", default="./taskrace-report",
+                        help="directory for the plots and index.html (default ./taskrace-report)")
+
     bench = sub.add_parser("bench", help="the harness measured against plain stdlib code")
     bench.add_argument("--repeat", type=_int, default=None,
                        help="runs per measurement; medians are reported (default 3, --quick: 1)")
@@ -133,6 +145,8 @@ def build_parser() -> Parser:
     bench.add_argument("--skip-celery", action="store_true", help="local tiers only (no Redis needed)")
     bench.add_argument("--redis-url", default=None, help="broker for the celery section (default: "
                        "$REDIS_URL, else a private Redis started for the run)")
+    from taskrace.cluster import add_cluster_parser
+    add_cluster_parser(sub)
     return parser
 
 
@@ -143,12 +157,20 @@ def scenario_parser(scenario_cls) -> Parser:
     return p
 
 
-TIER_OPTIONS = ("start_method", "redis_url", "pool", "concurrency", "prefetch", "acks_late", "chunk")
+TIER_OPTIONS = ("start_method", "redis_url", "pool", "concurrency", "prefetch", "acks_late", "chunk",
+                "external")
 
 
 def tier_options(args) -> dict:
     """The tier settings given on the command line; each tier takes the ones it knows."""
-    return {k: getattr(args, k) for k in TIER_OPTIONS if getattr(args, k, None) is not None}
+    options = {k: getattr(args, k) for k in TIER_OPTIONS if getattr(args, k, None) is not None}
+    scaler = getattr(args, "scale_workers", "none")
+    if scaler not in ("none", "docker"):
+        raise UsageError(f"--scale-workers / TASKRACE_SCALER: choose none or docker, got {scaler!r}")
+    if scaler == "docker":
+        from taskrace.cluster import scale_workers
+        options["scaler"] = scale_workers
+    return options
 
 
 def cmd_list(console: Console) -> int:
@@ -178,6 +200,7 @@ def cmd_run(args, rest: list[str], console: Console) -> int:
         scenario_parser(scenario_cls).print_help()
         return EXIT_OK
     given = vars(scenario_parser(scenario_cls).parse_args(rest))
+    _check_writable(args.json, args.history)
     params = {k: v for k, v in given.items() if v is not None}
     workers = args.workers if args.workers is not None else 1
     scenario, tier = prepare(args.scenario, params, args.backend, workers, tier_options(args), args.seed)
@@ -196,10 +219,24 @@ def cmd_run(args, rest: list[str], console: Console) -> int:
 
 
 def exit_code(records: list[dict], expect_safe: bool) -> int:
+    """1 when a checker failed. A violation by an unsafe strategy is the lesson, not a
+    failure, unless --expect-safe; a task that crashed is a failure either way."""
     for r in records:
-        if not r["verdict"]["ok"] and (expect_safe or not r["verdict"]["unsafe"]):
+        v = r["verdict"]
+        if v["details"].get("errors") or (not v["ok"] and (expect_safe or not v["unsafe"])):
             return EXIT_FAILED
     return EXIT_OK
+
+
+def _check_writable(*paths: str | None) -> None:
+    """Refuse an output path that cannot be written before any work starts."""
+    for path in paths:
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise UsageError(f"cannot write {path}: folder {folder} does not exist")
+            if not os.access(folder, os.W_OK):
+                raise UsageError(f"cannot write {path}: folder {folder} is not writable")
 
 
 def _parse_sets(sets: list[str]) -> dict[str, dict]:
@@ -277,6 +314,7 @@ def cmd_compare(args, console: Console) -> int:
         return print_diff(load_json(args.files[0]), load_json(args.files[1]), console)
     if args.repeat < 1 or args.warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
+    _check_writable(args.json)
     points = plan_compare(args)
     steps = len(points) * (args.repeat + args.warmup)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -326,9 +364,23 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, rest, console)
         if args.command == "compare":
             return cmd_compare(args, console)
+        if args.command == "report":
+            from taskrace.html_report import write_report
+            from taskrace.results import load_json
+
+            doc = load_json(args.results)
+            try:
+                written = write_report(doc, args.output)
+            except OSError as exc:
+                raise UsageError(f"cannot write the report to {args.output}: {exc.strerror or exc}") from None
+            console.print(f"report: {written}")
+            return EXIT_OK
         if args.command == "bench":
             from taskrace.bench import main as bench_main
             return bench_main(args, console)
+        if args.command == "cluster":
+            from taskrace.cluster import cmd_cluster
+            return cmd_cluster(args, console)
     except (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults) as exc:
         err.print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE
@@ -338,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("taskrace: interrupted; every worker this run started has been stopped",
                   markup=False, highlight=False)
+        if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+            # Threads still running a task cannot be stopped, and Python would wait for
+            # them at exit: leave now (only threads of this process are left behind).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     return EXIT_OK
 

@@ -17,14 +17,17 @@ from taskrace.stats import percentiles, spread
 from workers import get_tier
 
 
+MAX_WORKERS = 256  # a sanity bound: -n 100000 would fork until the machine falls over
+
+
 def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_options: dict,
             seed: int = 0):
     """Resolve names and validate everything before any process starts.
     Raises UnknownChoice / BadInput / MissingDependency with one-line messages."""
     scenario = get_scenario(scenario_name)(params, seed)
     tier_cls = get_tier(backend)
-    if workers < 1:
-        raise BadInput(f"-n must be at least 1, got {workers}")
+    if not 1 <= workers <= MAX_WORKERS:
+        raise BadInput(f"-n must be between 1 and {MAX_WORKERS}, got {workers}")
     reason = getattr(scenario, "supported_by", lambda cls: None)(tier_cls)
     if reason:
         raise BadInput(reason)

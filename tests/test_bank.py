@@ -1,6 +1,6 @@
-"""The bank: the seed's race shows under `none`, never under lock / atomic / queue, in both
-modes; the pure `audit` checker catches hand-made broken histories; `--history` exports
-every operation. No timing assertions: only counts and verdicts.
+"""The bank: the seed's race shows under `none`, never under a safe strategy (lock, atomic,
+optimistic, queue), in both modes; the pure `audit` checker catches hand-made broken
+histories; `--history` exports every operation. No timing assertions: only counts and verdicts.
 """
 from __future__ import annotations
 

@@ -33,6 +33,9 @@ def _ignore_sigint() -> None:
     # Ctrl-C goes to the whole foreground process group. The caller handles it and stops
     # the workers; without this every worker would also print a KeyboardInterrupt trace.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked child inherits the CLI's SIGTERM-to-KeyboardInterrupt handler; terminate()
+    # must simply end it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _actor_main(index: int, fn, args: tuple, results) -> None:

@@ -29,8 +29,9 @@ class ThreadsTier(Tier):
 
     def stop(self, abort: bool = False) -> None:
         if self._pool is not None:
-            # Running threads cannot be killed; queued ones are dropped on the way out.
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            # Running threads cannot be killed; queued ones are dropped on the way out, and
+            # on abort we do not wait for the running ones (the CLI then exits without them).
+            self._pool.shutdown(wait=not abort, cancel_futures=True)
             self._pool = None
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
