@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, rest = build_parser().parse_known_args(argv)
         if args.command is None:
-            raise UsageError("choose a command: list, run, compare, bench (taskrace -h for help)")
+            raise UsageError("choose a command: list, run, compare, report, bench, cluster (taskrace -h for help)")
         if args.command != "run" and rest:
             raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "list":

@@ -164,8 +164,12 @@ class MarkedRun:
         try:
             self.out, self.err = self.popen.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.out, self.err = self.popen.communicate(timeout=10)
+            self.popen.send_signal(signal.SIGINT)  # let it clean up its workers, then insist
+            try:
+                self.out, self.err = self.popen.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.out, self.err = self.popen.communicate(timeout=10)
             pytest.fail(f"taskrace {' '.join(self.args)} still running after {timeout:.0f} s "
                         f"(hang); stderr: {self.err[-2000:]}")
         return self.popen.returncode
@@ -177,7 +181,11 @@ class MarkedRun:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.communicate(timeout=10)
+        if self.popen.poll() is None:  # a test failed mid-run: let taskrace clean up first (Ctrl-C)
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.communicate(timeout=10)
         kill_pids(p.pid for p in self.marked())  # only processes carrying this run's marker

@@ -29,6 +29,7 @@ from workers.redis_server import EmbeddedRedis
 
 QUICK_S = 60  # any command that fails before starting work
 RUN_S = 120  # a whole run, or a run that must end after its broker went away
+INTERRUPT_S = 30  # Ctrl-C: workers get 3 s to stop, then are killed; 30 s is a hang
 # The run's Redis comes from --redis-url or from here: keep the caller's shell out of it.
 NO_URL = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "TASKRACE_EXTERNAL_WORKERS")
 
@@ -166,17 +167,16 @@ def test_ctrl_c_stops_workers_and_embedded_redis():
     require_redis_binary()
     with MarkedRun("run", "power-io", "-b", "celery", "-n", "2", "--tasks", "4", "--sleep", "20",
                    drop_env=NO_URL) as run:
-        kids = run.wait_for_children(
+        run.wait_for_children(
             lambda k: _workers_up(2)(k) and any(is_redis_server(p) for p in k), RUN_S,
             "two celery workers and the embedded redis-server")
         time.sleep(1.5)  # let the workers come up and take their tasks
         dirs = tempdirs_of(run.children())
         assert len(run.seen) >= 1 + 2 * 2  # redis-server + 2 x (worker main + pool child)
         run.popen.send_signal(signal.SIGINT)  # to taskrace only; its workers run in sessions of their own
-        code = run.communicate(RUN_S)
+        code = run.communicate(INTERRUPT_S)
         _no_orphans(run)
     assert code == 130, (code, run.err[-3000:])
     line = _one_clean_line(run)
     assert "interrupted" in line
-    assert any(is_redis_server(p) for p in kids)
     assert dirs and [d for d in dirs if os.path.exists(d)] == []

@@ -33,6 +33,7 @@ from taskrace.runner import prepare, run_one
 from workers.redis_server import EmbeddedRedis
 
 WORKERS = 2
+NODE = re.compile(r"taskrace-[0-9a-f]{8}-[wx]\d+@.+")  # taskrace-<run id>-w1@host (x: extra actor workers)
 
 
 @pytest.fixture(autouse=True)
@@ -72,8 +73,8 @@ def test_celery_agrees_with_sequential(case):
     assert rec["verdict"]["ok"], rec["verdict"]
     assert rec["backend"] == "celery" and rec["workers"] == WORKERS
     assert rec["answer_digest"] == base["answer_digest"]
-    assert rec["nodes"] and all(re.fullmatch(r"taskrace-[0-9a-f]{8}-[wx]\d+@.+", n) for n in rec["nodes"]), \
-        rec["nodes"]
+    if not tier_options.get("chunk"):  # chunked calls: see test_chunked_calls_report_their_node
+        assert rec["nodes"] and all(NODE.fullmatch(n) for n in rec["nodes"]), rec["nodes"]
     if scenario == "globals":  # the workers' list lives in the workers' processes
         assert base["verdict"]["visible"] is True
         assert rec["verdict"]["visible"] is False
@@ -145,20 +146,23 @@ def observed_run():
             box["error"] = exc
 
     thread = threading.Thread(target=target, name="celery-run")
-    seen: dict[int, psutil.Process] = {}
+    seen: dict[int, str] = {}  # pid -> "redis" / "celery", noted while the process lives
     redis_parents: set[int] = set()
     dirs: set[str] = set()
     thread.start()
     while thread.is_alive():
         new = [p for p in descendants() if p.pid not in before]
         for p in new:
-            if p.pid not in seen and (is_redis_server(p) or is_celery_worker(p)):
-                seen[p.pid] = p
-                if is_redis_server(p):
-                    try:
-                        redis_parents.add(p.ppid())
-                    except psutil.Error:
-                        pass
+            if p.pid in seen:
+                continue
+            if is_redis_server(p):
+                seen[p.pid] = "redis"
+                try:
+                    redis_parents.add(p.ppid())
+                except psutil.Error:
+                    pass
+            elif is_celery_worker(p):
+                seen[p.pid] = "celery"
         dirs |= tempdirs_of(new)
         time.sleep(0.02)
     thread.join()
@@ -207,10 +211,10 @@ def test_tier_options_are_recorded():
 
 
 def test_embedded_redis_started_during_the_run(observed_run):
-    seen = observed_run["seen"].values()
-    assert sum(is_redis_server(p) for p in seen) == 1, "one embedded redis-server per run"
+    kinds = list(observed_run["seen"].values())
+    assert kinds.count("redis") == 1, "one embedded redis-server per run"
     assert observed_run["redis_parents"] == {observed_run["me"]}  # ours, started by the tier
-    assert sum(is_celery_worker(p) for p in seen) >= WORKERS
+    assert kinds.count("celery") >= 2 * WORKERS  # 2 x (worker main process + pool child)
     assert any(os.path.basename(d).startswith("taskrace-redis-") for d in observed_run["dirs"])
     assert any(os.path.basename(d).startswith("taskrace-celery-") for d in observed_run["dirs"])
 
@@ -226,20 +230,38 @@ def test_embedded_redis_and_workers_cleaned_up(observed_run):
 
 # --- 4. a task that raises inside a worker -------------------------------------------------
 
-def test_task_error_is_reported_per_task_and_the_run_goes_on():
+@pytest.fixture(scope="module")
+def one_worker():
+    """A started CeleryTier with one worker, for calling ``map`` directly."""
+    require_redis_binary()
     from workers.celery_tier import CeleryTier
 
-    args = [([1, 2], 2), ([1, 2], "x"), ([3], 1)]  # "x": int ** str raises TypeError
     with CeleryTier(1) as tier:
-        for chunksize in (1, 3):  # one message per call, then one message for all three
-            outs = tier.map(sum_of_powers, args, chunksize=chunksize)
-            assert [o.index for o in outs] == [0, 1, 2]
-            assert [o.value for o in outs] == [5, None, 3], chunksize
-            assert outs[0].error is None and outs[2].error is None
-            assert outs[1].error.startswith("TypeError"), outs[1].error
-            assert all(o.worker.startswith(f"taskrace-{tier.run_id}-w1@") for o in outs)
-        # the worker survived both: a plain call still works afterwards
-        assert tier.map(sum_of_powers, [([2], 3)])[0].value == 8
+        yield tier
+
+
+ARGS = [([1, 2], 2), ([1, 2], "x"), ([3], 1)]  # "x": int ** str raises TypeError in the worker
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])  # one message per call; one message for all three
+def test_task_error_is_reported_per_task_and_the_run_goes_on(one_worker, chunksize):
+    outs = one_worker.map(sum_of_powers, ARGS, chunksize=chunksize)
+    assert [o.index for o in outs] == [0, 1, 2]
+    assert [o.value for o in outs] == [5, None, 3]
+    assert outs[0].error is None and outs[2].error is None
+    assert outs[1].error.startswith("TypeError"), outs[1].error
+    assert all(o.started is not None and o.finished >= o.started for o in outs)
+    # the worker survived: a plain call still works afterwards
+    assert one_worker.map(sum_of_powers, [([2], 3)])[0].value == 8
+
+
+@pytest.mark.parametrize("chunksize", [1, 3])
+def test_chunked_calls_report_their_node(one_worker, chunksize):
+    """Every outcome names the Celery node that ran it, chunked (celery.starmap) or not:
+    that is what the record's ``nodes`` counts."""
+    outs = one_worker.map(sum_of_powers, ARGS, chunksize=chunksize)
+    node = f"taskrace-{one_worker.run_id}-w1@"
+    assert [o.worker.startswith(node) for o in outs] == [True] * 3, [o.worker for o in outs]
 
 
 # --- 6. an explicit Redis URL is used, and left as it was found ----------------------------
@@ -265,10 +287,11 @@ def external_run():
                 box["error"] = exc
 
         thread = threading.Thread(target=target, name="celery-run")
-        max_redis, keys_seen = 0, set()
+        present = {p.pid for p in descendants() if is_redis_server(p)}  # ours (and any other fixture's)
+        new_redis, keys_seen = set(), set()
         thread.start()
         while thread.is_alive():
-            max_redis = max(max_redis, sum(is_redis_server(p) for p in descendants()))
+            new_redis |= {p.pid for p in descendants() if is_redis_server(p) and p.pid not in present}
             keys_seen |= {k.decode() for k in r.scan_iter(match=f"taskrace:{tier.run_id}:*", count=1000)}
             time.sleep(0.02)
         thread.join()
@@ -276,7 +299,7 @@ def external_run():
             raise box["error"]
         after = {k.decode(): (r.type(k).decode(), r.ttl(k)) for k in set(r.keys("*")) - before_keys}
         deadlines = [m.decode() for m in r.zrange("_kombu.binding_deadlines", 0, -1)]
-        yield {"record": box["record"], "tier": tier, "server": server, "max_redis": max_redis,
+        yield {"record": box["record"], "tier": tier, "server": server, "new_redis": new_redis,
                "keys_seen": keys_seen, "after": after, "deadlines": deadlines}
         r.close()
     finally:
@@ -287,7 +310,7 @@ def test_explicit_redis_url_is_used(external_run):
     rec = external_run["record"]
     server = external_run["server"]
     assert rec["verdict"]["ok"], rec["verdict"]
-    assert external_run["max_redis"] == 1, "the tier started a redis-server of its own"
+    assert external_run["new_redis"] == set(), "the tier started a redis-server of its own"
     assert external_run["keys_seen"], "the run's keys never showed up in the given Redis"
     assert rec["tier"]["broker"] == server.redacted_url
     assert server.password not in repr(rec)

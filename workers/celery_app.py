@@ -17,6 +17,7 @@ import socket
 import time
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 
 import workers.redis_state  # noqa: F401  (registers the JSON types of shared-state handles)
 
@@ -46,6 +47,9 @@ def make_app(broker_url: str) -> Celery:
         broker_connection_max_retries=3,
         broker_connection_timeout=5,
         broker_transport_options={"socket_timeout": 5, "socket_connect_timeout": 5},
+        # A lost result store should end a run in seconds, not after 20 retries.
+        result_backend_transport_options={"retry_policy": {"max_retries": 3, "interval_start": 0,
+                                                           "interval_step": 0.5, "interval_max": 1}},
         redis_socket_connect_timeout=5,
         result_expires=3600,  # don't leave result keys in a shared Redis forever
         worker_hijack_root_logger=False,  # the harness owns logging config
@@ -61,9 +65,20 @@ def make_app(broker_url: str) -> Celery:
     return app
 
 
+_NODE: str | None = None  # this worker's node name, known once the worker is set up
+
+
+@celeryd_after_setup.connect
+def _remember_node(sender, instance, **kwargs) -> None:
+    # Runs in the worker's main process before the pool forks, so children inherit it.
+    global _NODE
+    _NODE = sender
+
+
 def _worker_id(task) -> str:
-    # request.hostname is the node name ("w1@host"), which tells workers apart.
-    return f"{task.request.hostname or socket.gethostname()}:{os.getpid()}"
+    # request.hostname is the node name ("w1@host"), which tells workers apart; a call
+    # made inside celery.starmap (chunks) has an empty request, hence the fallback.
+    return f"{task.request.hostname or _NODE or socket.gethostname()}:{os.getpid()}"
 
 
 def _resolve(fn_path: str):

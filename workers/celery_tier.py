@@ -70,6 +70,10 @@ class CeleryTier(Tier):
         self.scaler = scaler
         default_queue = os.environ.get("TASKRACE_QUEUE", "taskrace") if self.external else f"taskrace.{self.run_id}"
         self.queue = queue or default_queue
+        # Actors go to a queue of their own. The -n workers listen to both; workers added
+        # only to give every actor a slot (reserve) listen to this one alone, so plain
+        # tasks of later runs still meet exactly -n workers.
+        self.actor_queue = self.queue if self.external else f"{self.queue}.actors"
         if self.external and not self.redis_url:
             raise ValueError("external workers need --redis-url or REDIS_URL (the broker they listen on)")
         self.prefix = f"taskrace:{self.run_id}"
@@ -85,7 +89,7 @@ class CeleryTier(Tier):
         return {"workers": self.workers, "pool": self.pool, "concurrency": self.concurrency,
                 "prefetch_multiplier": self.prefetch, "acks_late": self.acks_late, "chunk": self.chunk,
                 "broker": "embedded" if self._embedded or not self.redis_url else redact_url(self.redis_url),
-                "queue": self.queue, "extra_actor_workers": self.extra_workers,
+                "queue": self.queue, "actor_queue": self.actor_queue, "extra_actor_workers": self.extra_workers,
                 "external_workers": self.external,
                 "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers]}
 
@@ -106,7 +110,7 @@ class CeleryTier(Tier):
             self._await_external(self.workers)
             return
         self._logdir = tempfile.mkdtemp(prefix="taskrace-celery-")
-        self._start_workers(self.workers, "w")
+        self._start_workers(self.workers, "w", f"{self.queue},{self.actor_queue}")
 
     def _await_external(self, count: int, timeout: float = 120.0) -> None:
         """Scale the external workers to ``count`` (when a scaler is set) and wait until
@@ -123,13 +127,13 @@ class CeleryTier(Tier):
                 raise TierFailure(f"celery: {len(self._nodes_up)} external workers answer, "
                                   f"{count} needed (scale the worker service)")
 
-    def _start_workers(self, count: int, tag: str) -> None:
+    def _start_workers(self, count: int, tag: str, queues: str) -> None:
         if self.external:
             self._await_external(self.workers + self.extra_workers + count)
             return
         env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late))}
         batch = [start_worker(self.url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + k + 1}",
-                              self._logdir, env=env, queues=self.queue, concurrency=self.concurrency,
+                              self._logdir, env=env, queues=queues, concurrency=self.concurrency,
                               pool=self.pool) for k in range(count)]
         self._workers += batch
         try:
@@ -144,10 +148,17 @@ class CeleryTier(Tier):
                 r = client(self.url)
                 for key in r.scan_iter(match=f"{self.prefix}:*", count=500):
                     r.delete(key)
-                r.delete(self.queue)
+                for queue in {self.queue, self.actor_queue}:
+                    r.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
             except Exception:  # noqa: BLE001 - best effort; the broker may be what failed
                 pass
         if self.app is not None:
+            # Results abandoned by Ctrl-C would try to unsubscribe at exit from a Redis
+            # that may be gone, retrying for ~20 s: forget them first.
+            consumer = getattr(self.app.backend, "result_consumer", None)
+            if consumer is not None:
+                consumer.subscribed_to.clear()
+                consumer.stop()
             self.app.close()
             self.app = None
         if self._embedded is not None:
@@ -182,7 +193,7 @@ class CeleryTier(Tier):
         slots = (self.workers + self.extra_workers) * self.concurrency
         if actors > slots:
             more = math.ceil((actors - slots) / self.concurrency)
-            self._start_workers(more, "x")
+            self._start_workers(more, "x", self.actor_queue)
             self.extra_workers += more
 
     def run_actors(self, actors) -> list[Outcome]:
@@ -191,7 +202,7 @@ class CeleryTier(Tier):
 
         submitted = time.perf_counter()
         result = group(self.app.signature("taskrace.actor", args=(_path(a.fn), list(a.args)),
-                                          queue=self.queue) for a in actors).apply_async()
+                                          queue=self.actor_queue) for a in actors).apply_async()
         return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(self._collect(result))]
 
     def _collect(self, result) -> list[tuple]:
@@ -216,9 +227,14 @@ class CeleryTier(Tier):
         except CeleryTimeout:
             raise TierFailure(f"celery: {len(values)}/{total} tasks completed before the "
                               f"{self.task_timeout:.0f} s timeout (workers dead or stuck?)") from None
-        except (redis.RedisError, OperationalError, OSError) as exc:
+        except (redis.RedisError, OperationalError, OSError, RuntimeError) as exc:
+            # Celery's result consumer gives up with RuntimeError("Retry limit exceeded")
+            # caused by the Redis error: the same story, one line.
+            cause = exc.__cause__ if isinstance(exc, RuntimeError) else exc
+            if not isinstance(cause, (redis.RedisError, OperationalError, OSError)):
+                raise
             raise TierFailure(f"celery: broker lost mid-run after {len(values)}/{total} tasks "
-                              f"completed ({type(exc).__name__})") from None
+                              f"completed ({type(cause).__name__})") from None
         return [values[i] for i in range(total)]  # (value, when the caller had it)
 
     @staticmethod

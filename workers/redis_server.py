@@ -74,7 +74,11 @@ def redact_url(url: str) -> str:
 def check_redis(url: str, timeout: float = 3.0) -> None:
     """PING ``url``; raise RedisUnavailable (one line, redacted) if that fails."""
     shown = redact_url(url) if isinstance(url, str) else repr(url)
-    if not isinstance(url, str) or urlsplit(url).scheme not in _SCHEMES:
+    try:
+        scheme = urlsplit(url).scheme if isinstance(url, str) else None
+    except ValueError as exc:
+        raise RedisUnavailable(f"bad Redis URL {shown!r}: {exc}") from None
+    if scheme not in _SCHEMES:
         raise RedisUnavailable(f"bad Redis URL {shown!r}: must start with redis://, rediss:// or unix://")
     try:
         client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
