@@ -101,7 +101,9 @@ say "mirror: $MIRROR (suite $SUITE, keyring $KEYRING)"
 if [ "$FORCE" = 1 ] || [ ! -s "$TARBALL" ]; then
   command -v debootstrap >/dev/null || {
     say "installing debootstrap (apt-get install -y debootstrap)"
-    apt-get install -y debootstrap >/dev/null || die "apt-get install debootstrap failed (run apt-get update first?)"
+    apt-get install -y -qq debootstrap >/dev/null 2>&1 \
+      || { say "apt-get update, then install again"; apt-get update -qq && apt-get install -y -qq debootstrap >/dev/null; } \
+      || die "apt-get install debootstrap failed"
   }
   [ "$(id -u)" = 0 ] || die "debootstrap needs root"
   mkdir -p "$CACHE"

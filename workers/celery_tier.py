@@ -68,12 +68,15 @@ class CeleryTier(Tier):
         # shared queue; -n is then how many of them must be up. `scaler(n)` may make it so.
         self.external = external or os.environ.get("TASKRACE_EXTERNAL_WORKERS") == "1"
         self.scaler = scaler
-        default_queue = os.environ.get("TASKRACE_QUEUE", "taskrace") if self.external else f"taskrace.{self.run_id}"
-        self.queue = queue or default_queue
-        # Actors go to a queue of their own. The -n workers listen to both; workers added
-        # only to give every actor a slot (reserve) listen to this one alone, so plain
-        # tasks of later runs still meet exactly -n workers.
-        self.actor_queue = self.queue if self.external else f"{self.queue}.actors"
+        # Plain tasks go to this run's own queue, actors to a second one. Our -n workers
+        # listen to both; workers added only to give every actor a slot (reserve) listen
+        # to the actor queue alone, so plain tasks always meet exactly -n workers. With
+        # external workers (all on the shared TASKRACE_QUEUE), -n of them are told to
+        # consume this run's queue too (add_consumer), and the shared queue takes actors.
+        self.queue = queue or f"taskrace.{self.run_id}"
+        self.actor_queue = (os.environ.get("TASKRACE_QUEUE", "taskrace") if self.external
+                            else f"{self.queue}.actors")
+        self._main_nodes: list[str] = []
         if self.external and not self.redis_url:
             raise ValueError("external workers need --redis-url or REDIS_URL (the broker they listen on)")
         self.prefix = f"taskrace:{self.run_id}"
@@ -91,7 +94,8 @@ class CeleryTier(Tier):
                 "broker": "embedded" if self._embedded or not self.redis_url else redact_url(self.redis_url),
                 "queue": self.queue, "actor_queue": self.actor_queue, "extra_actor_workers": self.extra_workers,
                 "external_workers": self.external,
-                "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers]}
+                "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers],
+                "nodes_for_tasks": self._main_nodes or [w.name for w in self._workers[:self.workers]]}
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -108,6 +112,15 @@ class CeleryTier(Tier):
         self.app = make_app(self.url)
         if self.external:
             self._await_external(self.workers)
+            self._main_nodes = sorted(self._nodes_up)[:self.workers]
+            replies = self.app.control.add_consumer(self.queue, destination=self._main_nodes,
+                                                    reply=True, timeout=5.0)
+            if len(replies) < len(self._main_nodes):
+                raise TierFailure(f"celery: only {len(replies)} of {len(self._main_nodes)} external "
+                                  f"workers took the run's queue")
+            # A worker answers at once but polls the new queue only from its next BRPOP
+            # (kombu's Redis transport blocks up to 1 s): wait that out, off the clock.
+            time.sleep(1.5)
             return
         self._logdir = tempfile.mkdtemp(prefix="taskrace-celery-")
         self._start_workers(self.workers, "w", f"{self.queue},{self.actor_queue}")
@@ -143,6 +156,13 @@ class CeleryTier(Tier):
 
     def stop(self, abort: bool = False) -> None:
         stop_workers(self._workers, timeout=3 if abort else 10)
+        if self._main_nodes and self.app is not None:
+            try:  # hand the external workers back as we found them
+                self.app.control.cancel_consumer(self.queue, destination=self._main_nodes,
+                                                 reply=True, timeout=2.0)
+            except Exception:  # noqa: BLE001 - best effort; the broker may be what failed
+                pass
+            self._main_nodes = []
         if self.url and self.redis_url:  # someone else's Redis: leave it as we found it
             try:
                 r = client(self.url)

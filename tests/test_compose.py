@@ -1,0 +1,364 @@
+"""The compose lab on a real Docker engine: images built offline, the whole lab run by
+`compose up`, the stack scaled, inspected and torn down, with Compose v1 and v2.
+
+Skipped only where no Docker engine answers and CI is unset; in CI a missing engine or
+Compose version fails. Images come from compose/build-base-images.sh (local Debian base
+images: no registry is ever asked) and compose/build-wheels.sh; both skip work already
+done, so only the first session on a machine pays for them (~4 minutes). Each stack is a
+compose project of its own (taskrace-test-<random>), removed with `down -v` in a
+finalizer whatever happened, then swept by label.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from scenarios import SCENARIOS  # noqa: E402
+from taskrace.cluster import LABEL_PROJECT, LABEL_SERVICE, node_name  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PYTHON_BASE = "taskrace/python-base:bookworm"
+REDIS_BASE = "taskrace/redis-base:bookworm"
+TIERS = ["sequential", "threads", "processes", "celery"]
+SAFE_STRATEGIES = ["lock", "atomic", "optimistic", "queue"]
+# Every scenario on every tier, small: one measured run per point, short pauses.
+QUICK_LAB = ("--repeat 1 --warmup 0 --set bank.trials=2 --set power-io.sleep=0.1 "
+             "--set power-cpu.size=1000 --set mapreduce.size=200000")
+
+
+def _unavailable(msg: str):
+    pytest.fail(msg) if IN_CI else pytest.skip(msg)
+
+
+def _engine():
+    try:
+        import docker
+
+        client = docker.from_env(timeout=60)
+        client.ping()
+        return client
+    except Exception as exc:  # noqa: BLE001
+        _unavailable(f"no Docker engine answers: {exc}")
+
+
+def _compose_tools() -> dict[str, list[str]]:
+    tools = {}
+    if shutil.which("docker-compose"):
+        tools["v1"] = ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        tools["v2"] = ["docker", "compose"]
+    return tools
+
+
+def _sh(cmd, env=None, timeout=300, check=True, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _base_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "LAB_", "TASKRACE_"))}
+    env.update(PYTHON_IMAGE=PYTHON_BASE, REDIS_IMAGE=REDIS_BASE, TASKRACE_TAG="test",
+               COLUMNS="200", DOCKER_GID=str(_socket_gid()))
+    if os.getuid() != 0:  # results written as us, so we can read and delete them
+        env.update(TASKRACE_UID=str(os.getuid()), TASKRACE_GID=str(os.getgid()))
+    env.update(extra)
+    return env
+
+
+def _socket_gid() -> int:
+    try:
+        return os.stat("/var/run/docker.sock").st_gid
+    except OSError:
+        return 0
+
+
+# session: engine, compose tools, images --------------------------------------------------
+@pytest.fixture(scope="session")
+def engine():
+    return _engine()
+
+
+@pytest.fixture(scope="session")
+def images(engine):
+    """The base images (debootstrap + docker import), the wheels, then the lab images
+    through `compose build`: all offline, all skipped when already done."""
+    tools = _compose_tools()
+    if not tools:
+        _unavailable("neither docker-compose nor docker compose is installed")
+    timings = {}
+    for script, limit in (("compose/build-base-images.sh", 900), ("compose/build-wheels.sh", 600)):
+        t0 = time.monotonic()
+        _sh(["bash", script], timeout=limit, env=_base_env())
+        timings[script] = round(time.monotonic() - t0, 1)
+    build = tools.get("v1") or tools["v2"]
+    t0 = time.monotonic()
+    _sh([*build, "-p", "taskrace-test-build", "build", "redis", "worker"], timeout=1200, env=_base_env())
+    timings["compose build"] = round(time.monotonic() - t0, 1)
+    # Rebuilds leave the previous image untagged: remove ours, never anyone else's.
+    for label in ("io.taskrace.image=lab", "io.taskrace.image=redis"):
+        engine.images.prune(filters={"dangling": True, "label": label})
+    print(f"image timings (s): {timings}")
+    return timings
+
+
+def test_compose_config_validates_with_v1_and_v2():
+    tools = _compose_tools()
+    for version in ("v1", "v2"):
+        if version not in tools:
+            _unavailable(f"Compose {version} is not installed (compose/install-compose-v2.sh for v2)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "LAB_"))}
+    env["DOCKER_GID"] = "999"
+    for version, tool in tools.items():
+        for files in ([], ["-f", "docker-compose.yml", "-f", "compose/scaling.yml"],
+                      ["-f", "docker-compose.yml", "-f", "compose/redis-port.yml"]):
+            _sh([*tool, *files, "config", "-q"], env=env, timeout=60)
+        services = _sh([*tool, "config", "--services"], env=env, timeout=60).stdout.split()
+        assert {"redis", "worker", "lab"} <= set(services), (version, services)
+        assert "- monitoring" in _sh([*tool, "--profile", "monitoring", "config"], env=env, timeout=60).stdout
+        if version == "v2":  # v1 lists every service whatever the profile; v2 filters
+            assert "flower" not in services
+            with_profile = _sh([*tool, "--profile", "monitoring", "config", "--services"], env=env,
+                               timeout=60).stdout.split()
+            assert "flower" in with_profile
+    # The scaling override refuses to run without the socket's group.
+    env.pop("DOCKER_GID")
+    proc = _sh([*tools["v1"], "-f", "docker-compose.yml", "-f", "compose/scaling.yml", "config", "-q"],
+               env=env, timeout=60, check=False)
+    assert proc.returncode != 0 and "DOCKER_GID" in proc.stderr
+
+
+# a running stack, once per Compose version ------------------------------------------------
+class Stack:
+    def __init__(self, tool: list[str], version: str, client, results: Path):
+        self.tool, self.version, self.client, self.results = tool, version, client, results
+        self.project = f"taskrace-test-{version}-{secrets.token_hex(3)}"
+        self.env = _base_env(LAB_ARGS=QUICK_LAB, LAB_RESULTS_DIR=str(results),
+                             LAB_JSON="results/compare.json", WORKER_REPLICAS="3", LAB_WORKERS="2")
+
+    def compose(self, *args, files=(), timeout=300, check=True, env=None):
+        f = [x for name in files for x in ("-f", name)]
+        if f:
+            f = ["-f", "docker-compose.yml", *f]
+        return _sh([*self.tool, *f, "-p", self.project, *args], env=env or self.env, timeout=timeout,
+                   check=check)
+
+    def containers(self, service: str | None = None, all=True):
+        labels = [f"{LABEL_PROJECT}={self.project}"] + ([f"{LABEL_SERVICE}={service}"] if service else [])
+        return self.client.containers.list(all=all, filters={"label": labels})
+
+    def running_workers(self):
+        return [c for c in self.containers("worker", all=False)]
+
+    def cli(self, *args, env=None, timeout=120):
+        return subprocess.run([sys.executable, "-m", "taskrace", *args], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=timeout, env=env or dict(os.environ, COLUMNS="200"))
+
+    def leftovers(self) -> dict:
+        f = {"label": f"{LABEL_PROJECT}={self.project}"}
+        return {"containers": [c.name for c in self.client.containers.list(all=True, filters=f)],
+                "networks": [n.name for n in self.client.networks.list(filters=f)],
+                "volumes": [v.name for v in self.client.volumes.list(filters=f)]}
+
+    def down(self):
+        self.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180, check=False)
+
+    def sweep(self):
+        """Whatever `down` left (a crash mid-test, a clone): removed by label."""
+        f = {"label": f"{LABEL_PROJECT}={self.project}"}
+        for c in self.client.containers.list(all=True, filters=f):
+            c.remove(force=True, v=True)
+        for n in self.client.networks.list(filters=f):
+            n.remove()
+        for v in self.client.volumes.list(filters=f):
+            v.remove(force=True)
+
+
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def stack(request, engine, images, tmp_path_factory):
+    tools = _compose_tools()
+    if request.param not in tools:
+        _unavailable(f"Compose {request.param} is not installed")
+    results = tmp_path_factory.mktemp(f"results-{request.param}")
+    s = Stack(tools[request.param], request.param, engine, results)
+    try:
+        t0 = time.monotonic()
+        s.compose("up", "-d", timeout=300)
+        lab = s.containers("lab")
+        assert len(lab) == 1, [c.name for c in s.containers()]
+        status = lab[0].wait(timeout=300)
+        s.lab_seconds = round(time.monotonic() - t0, 1)
+        s.lab_exit = status["StatusCode"]
+        s.lab_log = lab[0].logs().decode(errors="replace")
+        print(f"compose {request.param}: lab ran in {s.lab_seconds} s")
+        yield s
+    finally:
+        s.down()
+        s.sweep()
+        shutil.rmtree(results, ignore_errors=True)
+
+
+def test_lab_runs_every_scenario_on_every_tier(stack):
+    assert stack.lab_exit == 0, stack.lab_log[-3000:]
+    assert "taskrace compare" in stack.lab_log  # the table went to the logs
+    doc = json.loads((stack.results / "compare.json").read_text())
+    runs = doc["runs"]
+    seen = {(r["scenario"], r["backend"]) for r in runs}
+    assert seen == {(s, t) for s in SCENARIOS for t in TIERS}, sorted(seen)
+    for r in runs:
+        where = f"{r['scenario']} {r['strategy'] or ''} on {r['backend']} -n {r['workers']}"
+        assert r.get("agrees_with_sequential") is not False, where
+        if r["scenario"] == "bank" and r["backend"] != "sequential":
+            if r["strategy"] == "none":
+                assert not r["verdict"]["ok"] and r["verdict"]["unsafe"], f"{where}: no lost update"
+            else:
+                assert r["verdict"]["ok"], f"{where}: {r['verdict']}"
+        elif r["scenario"] != "bank":
+            assert r["verdict"]["ok"], f"{where}: {r['verdict']}"
+    strategies = {r["strategy"] for r in runs if r["scenario"] == "bank" and r["backend"] == "celery"}
+    assert strategies == {"none", *SAFE_STRATEGIES}
+    # The celery tier used the worker service, not workers of its own.
+    nodes = {node_name(c) for c in stack.containers("worker")}
+    for r in runs:
+        if r["backend"] == "celery":
+            assert r["tier"]["external_workers"] is True
+            assert r["nodes"] and set(r["nodes"]) <= nodes, (r["nodes"], nodes)
+    # Plain tasks met exactly -n workers, though the stack runs one replica more.
+    for r in runs:
+        if r["backend"] == "celery" and r["scenario"] in ("power-io", "power-cpu", "mapreduce", "globals"):
+            assert len(r["nodes"]) <= r["workers"], (r["scenario"], r["nodes"])
+    # The lab always writes the report beside the JSON.
+    html = (stack.results / "report" / "index.html").read_text()
+    assert all(f">{t}<" in html or t in html for t in TIERS)
+    assert list((stack.results / "report").glob("*.png"))
+    # Results are not root's on the host.
+    assert (stack.results / "compare.json").stat().st_uid != 0
+
+
+def test_scaling_to_two_workers_uses_both(stack):
+    """The lab resizes the worker service itself (compose/scaling.yml: Docker socket)."""
+    out = stack.compose("run", "--rm", "lab", "taskrace", "compare", "--backend", "celery", "-n", "2",
+                        "--scenario", "mapreduce", "--set", "mapreduce.size=200000", "--repeat", "1",
+                        "--warmup", "0", "--no-progress", "--json", "results/scale.json",
+                        files=["compose/scaling.yml"], timeout=300)
+    assert "results:" in out.stdout, out.stdout[-2000:]
+    record = next(r for r in json.loads((stack.results / "scale.json").read_text())["runs"]
+                  if r["backend"] == "celery")
+    workers = stack.running_workers()
+    assert len(workers) == 2, [c.name for c in workers]
+    assert sorted(record["nodes"]) == sorted(node_name(c) for c in workers), record["nodes"]
+    assert all(count > 0 for count in record["nodes"].values())
+    assert sorted(record["tier"]["nodes_up"]) == sorted(record["nodes"])
+
+
+def test_cluster_status_scale_and_kill_worker(stack):
+    p = ["cluster", "--project", stack.project]
+    scaled = stack.cli(*p, "scale", "3")
+    assert scaled.returncode == 0, scaled.stderr
+    assert len(stack.running_workers()) == 3
+    time.sleep(2)  # let the new workers boot before we look at their processes
+    st = stack.cli(*p, "status", "--json")
+    assert st.returncode == 0, st.stderr
+    rows = json.loads(st.stdout)
+    running = [r for r in rows if r["status"] == "running"]
+    assert len(running) == 3
+    for r in running:
+        assert r["node"].startswith("worker@")
+        assert any("celery" in proc["command"] for proc in r["processes"]), r["processes"]
+        assert r["memory_bytes"] and r["memory_bytes"] > 0 and r["cpu_percent"] is not None
+    table = stack.cli(*p, "status")
+    assert table.returncode == 0 and "worker containers" in table.stdout and "python3 -m celery worker" in table.stdout
+    killed = stack.cli(*p, "kill-worker")
+    assert killed.returncode == 0, killed.stderr
+    assert len(stack.running_workers()) == 2
+    victim = next(c for c in stack.containers("worker") if c.status != "running")
+    assert victim.name in killed.stdout and victim.attrs["State"]["ExitCode"] == 137  # SIGKILL
+    by_name = stack.cli(*p, "kill-worker", "no-such-worker")
+    assert by_name.returncode == 2 and len(by_name.stderr.strip().splitlines()) == 1
+    back = stack.cli(*p, "scale", "2")  # restarts the killed one
+    assert back.returncode == 0 and len(stack.running_workers()) == 2, back.stderr
+    # Errors are one line and exit 2: no such stack, no engine.
+    missing = stack.cli("cluster", "--project", "taskrace-no-such-project", "status")
+    assert missing.returncode == 2 and "no worker containers" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    no_engine = stack.cli(*p, "status", env=dict(os.environ, DOCKER_HOST="unix:///nonexistent/docker.sock"))
+    assert no_engine.returncode == 2 and "no Docker engine" in no_engine.stderr, no_engine.stderr
+    assert len(no_engine.stderr.strip().splitlines()) == 1
+
+
+def test_redis_is_private_persistent_and_not_evicting(stack):
+    redis_c = stack.containers("redis")[0]
+    redis_c.reload()
+    assert not redis_c.attrs["HostConfig"]["PortBindings"], redis_c.attrs["HostConfig"]["PortBindings"]
+    assert all(not bound for bound in (redis_c.attrs["NetworkSettings"]["Ports"] or {}).values())
+    for key, want in (("appendonly", "yes"), ("maxmemory-policy", "noeviction"), ("protected-mode", "yes")):
+        code, out = redis_c.exec_run(["redis-cli", "--no-raw", "config", "get", key])
+        assert code == 0 and want in out.decode(), (key, out)
+    code, out = redis_c.exec_run(["sh", "-c", "REDISCLI_AUTH= redis-cli ping"])
+    assert b"NOAUTH" in out, out  # no password, no service
+    assert redis_c.attrs["State"]["Health"]["Status"] == "healthy"
+
+
+def test_redis_opt_in_port_is_loopback_only(stack):
+    import redis
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    extra = Stack(stack.tool, stack.version, stack.client, stack.results)
+    extra.project += "-port"
+    extra.env = _base_env(REDIS_HOST_PORT=str(port), REDIS_PASSWORD="optinportcheck123")
+    try:
+        extra.compose("up", "-d", "redis", files=["compose/redis-port.yml"], timeout=180)
+        c = extra.containers("redis")[0]
+        bindings = c.attrs["HostConfig"]["PortBindings"]["6379/tcp"]
+        assert [b["HostIp"] for b in bindings] == ["127.0.0.1"], bindings
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert redis.Redis(port=port, password="optinportcheck123", socket_timeout=5).ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, socket_timeout=5).ping()
+    finally:
+        extra.down()
+        extra.sweep()
+
+
+def test_containers_do_not_run_as_root(stack):
+    checked = []
+    for c in stack.containers(all=False):
+        service = c.labels[LABEL_SERVICE]
+        code, out = c.exec_run(["id", "-u"])
+        assert code == 0 and out.decode().strip() != "0", (service, out)
+        checked.append(service)
+    assert {"redis", "worker"} <= set(checked), checked
+    lab = stack.containers("lab")[0]
+    assert lab.attrs["Config"]["User"].split(":")[0] not in ("", "0", "root")
+    out = stack.compose("run", "--rm", "--no-deps", "lab", "id", "-u", timeout=120).stdout
+    assert out.strip().splitlines()[-1].strip() not in ("", "0"), out
+
+
+def test_down_removes_every_container_network_and_volume(stack):
+    assert stack.leftovers()["volumes"], "the stack should have its redis volume before down"
+    stack.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180)
+    assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
