@@ -229,8 +229,8 @@ def _executor_notes(doc: dict) -> str:
     if not notes:
         return ""
     return ("<div class=warn><b>Check these points:</b> their tasks were spread over more executors than "
-            "their worker count, so they measure more parallelism than <i>n</i> says (for celery, workers "
-            "started for actor scenarios that stayed up in the shared tier). Their speedup is flattering."
+            "their worker count, so they measure more parallelism than <i>n</i> says. Their speedup is "
+            "flattering."
             f"<ul>{''.join(notes)}</ul></div>")
 
 
@@ -493,6 +493,31 @@ details{margin:10px 0}summary{cursor:pointer;font-weight:600}
 """
 
 
+def section_nodes(doc: dict) -> str:
+    """Per Celery worker node (one container each in the compose lab): what it ran and
+    what it used, measured inside the worker itself."""
+    rows = []
+    for r in doc["runs"]:
+        if r["backend"] != "celery":
+            continue
+        for node, m in (r.get("node_metrics") or {}).items():
+            rows.append(f"<tr><td class=l>{esc(_label(r))}</td><td class=r>{r['workers']}</td>"
+                        f"<td class=l><code>{esc(node)}</code></td><td class=r>{m['tasks']}</td>"
+                        f"<td class=r>{m['cpu_s']:.3f}</td><td class=r>{m['max_rss_bytes'] / 2**20:,.0f}</td></tr>")
+    if not rows:
+        return ""
+    return f"""
+<section id=nodes>
+<h2>Per worker node</h2>
+<p class=note>Each Celery worker node (in the compose lab: each worker container) with the tasks it
+ran over all repeats, the CPU seconds those tasks used and the node's peak resident memory, all
+measured inside the worker. Uneven task counts show how the broker spread the work; CPU seconds
+far below wall time × n show workers waiting (for I/O, for the broker, or for each other).</p>
+<div class=scroll><table class=runs><tr><th class=l>point</th><th class=r>n</th><th class=l>node</th>
+<th class=r>tasks</th><th class=r>CPU s</th><th class=r>peak RSS MB</th></tr>{"".join(rows)}</table></div>
+</section>"""
+
+
 def render_html(doc: dict, charts: list[plots.Chart]) -> str:
     runs = doc["runs"]
     parts = []
@@ -516,6 +541,7 @@ def render_html(doc: dict, charts: list[plots.Chart]) -> str:
 {section_overview(doc)}
 {section_environment(doc)}
 {section_table(doc)}
+{section_nodes(doc)}
 {"".join(parts)}
 </main></body></html>
 """

@@ -66,6 +66,9 @@ def print_details(record: dict, console: Console | None = None) -> None:
             console.print(f"{key.replace('_', ' ')}: {d[key]}")
     for err in d.get("errors", [])[:5]:
         console.print(f"[red]error[/] {err}")
+    for node, m in record.get("node_metrics", {}).items():
+        console.print(f"executor {node}: {m['tasks']} tasks, {m['cpu_s']:.3f} CPU s, "
+                      f"peak RSS {m['max_rss_bytes'] / 2**20:,.0f} MB")
     seen = record["metrics"]["processes_seen"]
     console.print(f"OS processes seen during the run: {len(seen)} "
                   f"({', '.join(sorted({p['name'] for p in seen}))})")

@@ -50,7 +50,8 @@ def measure(scenario, tier, history: list | None = None) -> dict:
         history.extend(scenario.history_lines(execution, tier.name))
     return {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": sampler.metrics(),
             "task_timing": task_timing(execution.outcomes), "latencies": latencies(execution.outcomes),
-            "nodes": nodes(execution.outcomes), "verdict": verdict.to_dict(),
+            "nodes": nodes(execution.outcomes), "node_metrics": node_metrics(execution.outcomes),
+            "verdict": verdict.to_dict(),
             "answer_digest": digest(verdict.answer)}
 
 
@@ -96,11 +97,41 @@ def aggregate(scenario, tier, samples: list[dict]) -> dict:
         "task_timing": typical["task_timing"],
         "latency": {k: percentiles(v) for k, v in pooled.items()},
         "nodes": _sum_counts(s["nodes"] for s in samples),
+        "node_metrics": _merge_node_metrics(s["node_metrics"] for s in samples),
         "verdict": (failed or typical)["verdict"],
         "answer_digest": (failed or typical)["answer_digest"],
         "repeats": samples,
         "environment": environment(),
     }
+
+
+def _node(outcome) -> str:
+    return outcome.worker.rsplit(":", 1)[0]
+
+
+def node_metrics(outcomes) -> dict[str, dict]:
+    """Per executor (Celery node = container in the lab): tasks, the CPU seconds its
+    tasks used, and its process's peak memory, all measured where the tasks ran."""
+    out: dict[str, dict] = {}
+    for o in outcomes:
+        if not o.worker:
+            continue
+        m = out.setdefault(_node(o), {"tasks": 0, "cpu_s": 0.0, "max_rss_bytes": 0})
+        m["tasks"] += 1
+        m["cpu_s"] = round(m["cpu_s"] + (o.cpu_s or 0.0), 6)
+        m["max_rss_bytes"] = max(m["max_rss_bytes"], o.max_rss or 0)
+    return dict(sorted(out.items()))
+
+
+def _merge_node_metrics(dicts) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for d in dicts:
+        for node, m in d.items():
+            t = out.setdefault(node, {"tasks": 0, "cpu_s": 0.0, "max_rss_bytes": 0})
+            t["tasks"] += m["tasks"]
+            t["cpu_s"] = round(t["cpu_s"] + m["cpu_s"], 6)
+            t["max_rss_bytes"] = max(t["max_rss_bytes"], m["max_rss_bytes"])
+    return dict(sorted(out.items()))
 
 
 def _sum_counts(dicts) -> dict:
@@ -137,5 +168,5 @@ def task_timing(outcomes) -> dict:
 def nodes(outcomes) -> dict[str, int]:
     """Tasks per executor: the Celery node name (its "node:pid" minus the pid), or the
     local "pid/thread". Shows whether every worker really took part."""
-    counts = Counter(o.worker.rsplit(":", 1)[0] for o in outcomes if o.worker)
+    counts = Counter(_node(o) for o in outcomes if o.worker)
     return dict(sorted(counts.items()))

@@ -184,6 +184,16 @@ def test_record_lists_nodes_with_task_counts(observed_run):
     assert rec["task_timing"]["workers_used"] == 2
 
 
+def test_record_has_per_node_resource_use(observed_run):
+    """Measured inside each worker (so per container in the lab): tasks, CPU, memory."""
+    rec = observed_run["record"]
+    per_node = rec["node_metrics"]
+    assert set(per_node) == set(rec["nodes"])
+    for node, m in per_node.items():
+        assert m["tasks"] == rec["nodes"][node]
+        assert m["cpu_s"] >= 0 and m["max_rss_bytes"] > 10 * 2**20, (node, m)  # a Python process
+
+
 def test_record_splits_task_time(observed_run):
     timing = observed_run["record"]["task_timing"]
     assert timing["count"] == 4

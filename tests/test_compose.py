@@ -238,6 +238,12 @@ def test_lab_runs_every_scenario_on_every_tier(stack):
         if r["backend"] == "celery":
             assert r["tier"]["external_workers"] is True
             assert r["nodes"] and set(r["nodes"]) <= nodes, (r["nodes"], nodes)
+    # Per worker container, measured inside it: tasks, CPU seconds, peak memory.
+    for r in runs:
+        if r["backend"] == "celery":
+            assert set(r["node_metrics"]) == set(r["nodes"]), r["scenario"]
+            assert all(m["max_rss_bytes"] > 0 for m in r["node_metrics"].values())
+    assert "Per worker node" in (stack.results / "report" / "index.html").read_text()
     # Plain tasks met exactly -n workers, though the stack runs one replica more.
     for r in runs:
         if r["backend"] == "celery" and r["scenario"] in ("power-io", "power-cpu", "mapreduce", "globals"):

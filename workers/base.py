@@ -39,6 +39,8 @@ class Outcome:
     finished: float | None = None  # the task ended, where it ran
     seen: float | None = None  # the caller had the result back
     worker: str = ""  # who ran it: "pid/thread" locally, the node name under Celery
+    cpu_s: float | None = None  # CPU time of the thread that ran it
+    max_rss: int | None = None  # peak resident memory of that process so far, bytes
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,9 +59,20 @@ def where() -> str:
     return f"{os.getpid()}/{threading.current_thread().name}"
 
 
+def peak_rss() -> int | None:
+    """Peak resident memory of this process, in bytes (ru_maxrss is KiB on Linux)."""
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (ImportError, OSError):
+        return None
+
+
 def call(index: int, fn: Callable, args: tuple) -> Outcome:
     """Run one task and capture its exception into the outcome (one bad task must not
     end the run: concurrent.futures does the same). Module-level so it pickles."""
+    cpu0 = time.thread_time()
     started = time.perf_counter()
     try:
         value, error = fn(*args), None
@@ -70,7 +83,7 @@ def call(index: int, fn: Callable, args: tuple) -> Outcome:
         if last:
             error += f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})"
     return Outcome(index, value, error, started=started, finished=time.perf_counter(),
-                   worker=where())
+                   worker=where(), cpu_s=time.thread_time() - cpu0, max_rss=peak_rss())
 
 
 def call_star(packed: tuple) -> Outcome:

@@ -19,6 +19,7 @@ import time
 from celery import Celery
 from celery.signals import celeryd_after_setup
 
+from workers.base import peak_rss
 import workers.redis_state  # noqa: F401  (registers the JSON types of shared-state handles)
 
 TASK_CALL = "taskrace.call"
@@ -102,6 +103,7 @@ def _resolve(fn_path: str):
 def _call(self, fn_path: str, args: list | None = None) -> dict:
     # Errors are returned, not raised: one bad task must not abort a race.
     # perf_counter is CLOCK_MONOTONIC on Linux, i.e. comparable across processes on one host.
+    cpu0 = time.thread_time()
     started = time.perf_counter()
     value, error = None, None
     try:
@@ -117,8 +119,10 @@ def _call(self, fn_path: str, args: list | None = None) -> dict:
             json.dumps(value)
         except (TypeError, ValueError) as exc:
             value, error = None, f"TypeError: result not JSON-serialisable: {exc}"
-    return {"value": value, "error": error, "started": started,
-            "finished": finished, "worker": _worker_id(self)}
+    # CPU time and peak memory, measured where the task ran: per worker node (and so per
+    # container in the compose lab) without any access to the Docker engine.
+    return {"value": value, "error": error, "started": started, "finished": finished,
+            "worker": _worker_id(self), "cpu_s": time.thread_time() - cpu0, "max_rss": peak_rss()}
 
 
 def _ping(self) -> dict:

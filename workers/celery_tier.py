@@ -261,7 +261,7 @@ class CeleryTier(Tier):
     def _outcome(index: int, d: dict, submitted: float, seen: float) -> Outcome:
         return Outcome(index, d.get("value"), d.get("error"), submitted=submitted,
                        started=d.get("started"), finished=d.get("finished"), seen=seen,
-                       worker=d.get("worker", ""))
+                       worker=d.get("worker", ""), cpu_s=d.get("cpu_s"), max_rss=d.get("max_rss"))
 
     # shared state --------------------------------------------------------------------
     def accounts(self, balances):
