@@ -14,6 +14,7 @@ import time
 import psutil
 
 SAMPLE_INTERVAL_S = 0.05
+MIN_CPU_WINDOW_S = 0.1
 
 
 class TreeSampler:
@@ -99,7 +100,9 @@ class TreeSampler:
         window = max(self._t1 - self._t0, 1e-9)
         cpu_s = sum(self._cpu_last[p] - self._cpu_first[p] for p in self._cpu_last)
         return {
-            "cpu_percent": round(100 * cpu_s / window, 1),
+            # CPU times tick in 10 ms steps: over a shorter window one tick would read
+            # as hundreds of percent, so say "not measurable" instead.
+            "cpu_percent": round(100 * cpu_s / window, 1) if window >= MIN_CPU_WINDOW_S else None,
             "cpu_seconds": round(cpu_s, 3),
             "cpu_percent_per_core": self.per_core,
             "peak_rss_bytes": self.peak_rss,

@@ -90,3 +90,12 @@ def test_node_metrics_count_cpu_where_tasks_ran():
     assert sum(m["tasks"] for m in per_node.values()) == 4
     assert all(m["cpu_s"] > 0 and m["max_rss_bytes"] > 0 for m in per_node.values()), per_node
     assert len(per_node) == 2  # two processes took part
+
+
+def test_cpu_percent_is_not_claimed_for_a_window_shorter_than_the_clock_ticks():
+    from taskrace.measure import TreeSampler
+
+    with TreeSampler() as sampler:
+        sum(range(1000))
+    assert sampler.metrics()["cpu_percent"] is None
+    assert sampler.metrics()["cpu_seconds"] >= 0
