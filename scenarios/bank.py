@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 
-from scenarios.base import BadInput, Execution, Param, Scenario, Verdict, task_errors
+from scenarios.base import Execution, Param, Scenario, Verdict, task_errors
 from workers.base import Actor, apply_deltas
 
 STRATEGIES = {

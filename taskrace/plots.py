@@ -283,16 +283,21 @@ def plot_speedup(doc: dict) -> Figure | str:
 
 # --- 2. wall time ------------------------------------------------------------------------------
 
-def plot_wall(doc: dict) -> Figure | str:
-    runs = doc["runs"]
+def at_largest_n(runs: list[dict], keep=lambda r: True):
+    """The runs a per-backend bar chart shows: sequential, and every other backend at the
+    largest worker count. Returns (n, panel labels, backends, {(panel, backend): run},
+    the panels that have any)."""
     n = largest_count(runs)
     labels = panels(runs)
     backends = backends_in(runs)
-    chosen = {}
-    for r in runs:
-        if r["backend"] == "sequential" or r["workers"] == n:
-            chosen[(series_key(r), r["backend"])] = r
+    chosen = {(series_key(r), r["backend"]): r for r in runs
+              if keep(r) and (r["backend"] == "sequential" or r["workers"] == n)}
     keys = [k for k in labels if any((k, b) in chosen for b in backends)]
+    return n, labels, backends, chosen, keys
+
+
+def plot_wall(doc: dict) -> Figure | str:
+    n, labels, backends, chosen, keys = at_largest_n(doc["runs"])
     if not keys:
         return "no runs to draw"
     walls = [v for r in chosen.values() for v in ((r.get("wall") or {}).get("min"), r["wall_s"]) if v]
@@ -333,18 +338,8 @@ def plot_wall(doc: dict) -> Figure | str:
 # --- 3. latency split --------------------------------------------------------------------------
 
 def plot_latency(doc: dict) -> Figure | str:
-    runs = doc["runs"]
-    n = largest_count(runs)
-    labels = panels(runs)
-    backends = backends_in(runs)
-    chosen = {}
-    for r in runs:
-        lat = r.get("latency") or {}
-        if not any(lat.get(p) for p, _, _ in PHASES):
-            continue
-        if r["backend"] == "sequential" or r["workers"] == n:
-            chosen[(series_key(r), r["backend"])] = r
-    keys = [k for k in labels if any((k, b) in chosen for b in backends)]
+    n, labels, backends, chosen, keys = at_largest_n(
+        doc["runs"], keep=lambda r: any((r.get("latency") or {}).get(p) for p, _, _ in PHASES))
     if not keys:
         return "no run in this file recorded per-task timestamps, so there is no latency split to show"
     nrows, ncols = _grid(len(keys))

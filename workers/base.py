@@ -18,7 +18,7 @@ import os
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple
 
 

@@ -31,7 +31,7 @@ import time
 
 from workers.base import Outcome, Tier, TierFailure
 from workers.celery_workers import CELERY_ENV_OVERRIDES, start_worker, stop_workers, wait_ready
-from workers.redis_server import EmbeddedRedis, RedisUnavailable, check_redis, redact_url
+from workers.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
 
 POOLS = ("prefork", "threads", "solo")
