@@ -84,10 +84,10 @@ def test_node_metrics_count_cpu_where_tasks_ran():
     """power-cpu on 2 processes: each worker process reports the CPU its tasks burned."""
     from taskrace.runner import prepare, run_one
 
-    scenario, tier = prepare("power-cpu", {"tasks": 4, "size": 1500, "exponent": 1500}, "processes", 2, {}, 0)
+    scenario, tier = prepare("power-cpu", {"tasks": 8, "size": 1500, "exponent": 1500}, "processes", 2, {}, 0)
     rec = run_one(scenario, tier)
     per_node = rec["node_metrics"]
-    assert sum(m["tasks"] for m in per_node.values()) == 4
+    assert sum(m["tasks"] for m in per_node.values()) == 8
     assert all(m["cpu_s"] > 0 and m["max_rss_bytes"] > 0 for m in per_node.values()), per_node
     assert len(per_node) == 2  # two processes took part
 
