@@ -214,10 +214,8 @@ def plot_speedup(doc: dict) -> Figure | str:
     keys = [k for k in labels if k in base and any(series_key(r) == k and r["backend"] != "sequential" for r in runs)]
     if not keys:
         return "no scenario has both a sequential baseline and a concurrent run"
-    nrows, ncols = _grid(len(keys))
     with matplotlib.rc_context(STYLE):
-        fig = new_figure(0.9 + 3.3 * nrows)
-        axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+        fig, axes = panel_grid(len(keys), 3.3)
         xmax = max(counts + [cores or 0])
         offsets = {b: (i - (len(backends) - 1) / 2) * 0.04 * xmax / 2 for i, b in enumerate(backends)}
         for ax, key in zip(axes, keys):
@@ -283,6 +281,13 @@ def plot_speedup(doc: dict) -> Figure | str:
 
 # --- 2. wall time ------------------------------------------------------------------------------
 
+def panel_grid(panels: int, row_height: float) -> tuple[Figure, list]:
+    """A figure with one small panel per scenario, in rows of up to three."""
+    nrows, ncols = _grid(panels)
+    fig = new_figure(0.9 + row_height * nrows)
+    return fig, list(fig.subplots(nrows, ncols, squeeze=False).flat)
+
+
 def at_largest_n(runs: list[dict], keep=lambda r: True):
     """The runs a per-backend bar chart shows: sequential, and every other backend at the
     largest worker count. Returns (n, panel labels, backends, {(panel, backend): run},
@@ -342,10 +347,8 @@ def plot_latency(doc: dict) -> Figure | str:
         doc["runs"], keep=lambda r: any((r.get("latency") or {}).get(p) for p, _, _ in PHASES))
     if not keys:
         return "no run in this file recorded per-task timestamps, so there is no latency split to show"
-    nrows, ncols = _grid(len(keys))
     with matplotlib.rc_context(STYLE):
-        fig = new_figure(0.9 + 3.2 * nrows)
-        axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+        fig, axes = panel_grid(len(keys), 3.2)
         width = 0.26
         for ax, key in zip(axes, keys):
             present = [b for b in backends if (key, b) in chosen]

@@ -14,8 +14,10 @@ import psutil
 import pytest
 
 try:
+    from celery_procs import kill_pids
     from conftest import REPO_ROOT, START_METHODS, run
 except ImportError:  # tests/ imported as a package
+    from tests.celery_procs import kill_pids
     from tests.conftest import REPO_ROOT, START_METHODS, run
 
 # multiprocessing's own long-lived helpers (started once per interpreter under spawn /
@@ -58,14 +60,6 @@ def _wait_gone(pids, timeout: float = GRACE_S) -> list[int]:
     return alive
 
 
-def _kill(pids) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
 def _children(proc: psutil.Process) -> list[psutil.Process]:
     try:
         return proc.children(recursive=True)
@@ -103,7 +97,7 @@ def test_no_orphans_after_a_run(start_method, scenario):
         still_alive = [pid for pid in workers if not _gone(pid)]
         assert still_alive == [], f"workers seen during the run still alive: {still_alive}"
     finally:
-        _kill(p.pid for p in _children(me) if p.pid not in before and not _is_helper(p))
+        kill_pids(p.pid for p in _children(me) if p.pid not in before and not _is_helper(p))
 
 
 # --- after Ctrl-C -------------------------------------------------------------------------
@@ -148,7 +142,7 @@ def _interrupt(args: list[str], ready) -> tuple[subprocess.CompletedProcess | No
         if popen.poll() is None:
             popen.kill()
             popen.communicate(timeout=10)
-        _kill(pid for pid in seen if not _gone(pid))
+        kill_pids(pid for pid in seen if not _gone(pid))
 
 
 def _assert_clean_interrupt(result, seen: set[int]) -> None:
