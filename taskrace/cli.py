@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scenarios import SCENARIOS, get_scenario
 from scenarios.base import BadInput
 from taskrace import __version__
+from taskrace.capacity import describe as describe_capacity, measure_capacity, usable_cpus
 from taskrace.report import print_details, print_runs
 from taskrace.results import BadResults, write_json
 from taskrace.runner import prepare, run_one
@@ -318,23 +319,35 @@ def cmd_compare(args, console: Console) -> int:
     steps = len(points) * (args.repeat + args.warmup)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console, disable=args.no_progress, transient=True)
+    capacity = {}
     with progress:
         task = progress.add_task("compare", total=steps)
 
         def step(point, is_warmup):
             progress.update(task, advance=1, description=("warm-up " if is_warmup else "") + point.label)
 
+        # What the CPUs deliver when all are busy, before and after: the ceiling beside
+        # which every CPU-bound speedup in the table is read (a shared VM may give far
+        # less than its CPU count).
+        if usable_cpus() > 1:
+            progress.update(task, description="measuring CPU capacity")
+            capacity["before"] = measure_capacity()
         records = sweep.execute(points, tier_options(args), args.seed, args.repeat, args.warmup, step)
+        if capacity:
+            progress.update(task, description="measuring CPU capacity")
+            capacity["after"] = measure_capacity()
     fits = sweep.derive(records)
     print_runs(records, title=f"taskrace compare (median of {args.repeat})", console=console)
+    if capacity:
+        console.print(describe_capacity(capacity))
     if args.json:
-        write_json(args.json, records, fits=fits)
+        write_json(args.json, records, fits=fits, capacity=capacity)
         console.print(f"results: {len(records)} points written to {args.json}")
     if args.report:
         from taskrace.html_report import write_report
         from taskrace.results import document
 
-        written = write_report(document(records, fits=fits), args.report)
+        written = write_report(document(records, fits=fits, capacity=capacity), args.report)
         console.print(f"report: {written}")
     disagree = [r for r in records if r.get("agrees_with_sequential") is False]
     for r in disagree:

@@ -11,6 +11,8 @@ import json
 from rich.console import Console
 from rich.table import Table
 
+from taskrace.capacity import figures as capacity_figures, span
+
 
 def _key(run: dict) -> tuple:
     return (run["scenario"], run.get("strategy") or "", json.dumps(run.get("params", {}), sort_keys=True),
@@ -56,4 +58,11 @@ def print_diff(a: dict, b: dict, console: Console) -> int:
     console.print(table)
     console.print(f"{len(rows)} points in both files; {sum(r['significant'] for r in rows)} changed beyond the "
                   "spread of their repeats")
+    caps = [capacity_figures(doc) for doc in (a, b)]
+    if any(caps):
+        # A CPU-bound point that moved may only say the machine changed (a shared VM's
+        # neighbours come and go): the CPUs' measured capacity for each file, side by side.
+        console.print(f"CPU capacity (measured, x one CPU): "
+                      f"A {span(caps[0]) if caps[0] else 'not measured'}, B {span(caps[1]) if caps[1] else 'not measured'}")
     return 0
+

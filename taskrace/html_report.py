@@ -16,6 +16,7 @@ import os
 import time
 
 from taskrace import plots
+from taskrace.capacity import figures as capacity_figures
 
 FILENAME = "index.html"
 
@@ -156,6 +157,7 @@ def section_environment(doc: dict) -> str:
                                           else "disabled (free-threaded build)")),
         ("CPU cores", None if env.get("cpu_count") is None else
          f"{env.get('cpu_count')} (usable by this process: {env.get('cpus_usable')})"),
+        ("CPU capacity", _capacity_text(env)),
         ("platform", env.get("platform")),
         ("machine", env.get("machine")),
         ("build", " ".join(str(x) for x in (env.get("build"), env.get("compiler")) if x) or None),
@@ -254,6 +256,15 @@ def _at_largest(runs: list[dict], scenario: str) -> dict[str, dict]:
             and r["backend"] != "sequential" and r["workers"] == n}
 
 
+def _capacity_text(env: dict) -> str | None:
+    cap = env.get("cpu_capacity") or {}
+    parts = [f"{c['capacity']:.2f}× one CPU's work {when} the runs" for when, c in cap.items() if isinstance(c, dict)]
+    if not parts:
+        return None
+    return ("; ".join(parts) + f" (all {next(iter(cap.values()))['cpus']} CPUs busy at once; a pure-Python loop, "
+            "measured: the most a CPU-bound tier can reach)")
+
+
 def explain_speedup(doc: dict, chart: plots.Chart) -> str:
     runs = doc["runs"]
     env = doc.get("environment") or {}
@@ -273,6 +284,10 @@ def explain_speedup(doc: dict, chart: plots.Chart) -> str:
             "The thick grey diagonal is the ideal S = n: n workers finishing n times faster."
             + (f" The dashed vertical line marks this machine's {cores} CPU cores: past it, CPU-bound work has "
                "no more cores to run on, so a curve that bends there is the hardware, not the tier." if cores else "")
+            + (" The black stars on it are the <b>CPU capacity</b> measured before and after the runs: how "
+               "many CPUs' worth of Python the cores really delivered with all of them busy. On a shared "
+               "virtual machine that can be well below the core count, and no tier can pass it on CPU-bound "
+               "work." if capacity_figures(doc) else "")
             + " Panels where some point fell below 0.1× use a logarithmic axis, so the overhead-bound points "
             "stay visible.",
         ]

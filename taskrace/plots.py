@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from taskrace.capacity import figures as capacity_figures
 from taskrace.stats import amdahl_speedup
 
 DPI = 100
@@ -210,6 +211,7 @@ def plot_speedup(doc: dict) -> Figure | str:
     base = baselines(runs)
     fits = fits_by_series(doc)
     cores = (doc.get("environment") or {}).get("cpu_count")
+    caps = capacity_figures(doc) if cores else []
     backends = [b for b in backends_in(runs) if b != "sequential"]
     keys = [k for k in labels if k in base and any(series_key(r) == k and r["backend"] != "sequential" for r in runs)]
     if not keys:
@@ -223,6 +225,9 @@ def plot_speedup(doc: dict) -> Figure | str:
             ax.plot([1, xmax], [1, xmax], color="#bbbbbb", lw=2.5, zorder=1)
             if cores:
                 ax.axvline(cores, color="black", lw=1, ls=(0, (5, 4)), zorder=1)
+            if caps:  # what the cores really delivered: the ceiling for CPU-bound work at n = cores
+                ax.plot([cores] * len(caps), caps, color="black", marker="*", ms=11, lw=1.2, zorder=4)
+                top = max(top, max(caps))
             fit_handles = []
             for b in backends:
                 pts = sorted((r["workers"], speedup_range(r, base[key])) for r in runs
@@ -271,6 +276,8 @@ def plot_speedup(doc: dict) -> Figure | str:
         handles.append(Line2D([], [], color="#bbbbbb", lw=2.5, label="ideal (speedup = n)"))
         if cores:
             handles.append(Line2D([], [], color="black", lw=1, ls=(0, (5, 4)), label=f"{cores} CPU cores"))
+        if caps:
+            handles.append(Line2D([], [], color="black", marker="*", ms=11, lw=0, label="CPU capacity measured"))
         handles.append(Line2D([], [], color="black", ls=":", lw=1.8, label="Amdahl fit (dotted)"))
         handles.append(Line2D([], [], color="black", marker="|", ms=10, lw=0, label="min–max of repeats"))
         fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)

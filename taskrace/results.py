@@ -56,15 +56,21 @@ def digest(answer) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def document(records: list[dict], fits: list[dict] | None = None) -> dict:
+def document(records: list[dict], fits: list[dict] | None = None, capacity: dict | None = None) -> dict:
+    """The whole results file. ``capacity`` is taskrace.capacity's measure of the CPUs,
+    taken before and after the runs: {"before": {...}, "after": {...}}."""
+    env = environment()
+    if capacity:
+        env["cpu_capacity"] = capacity
     return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment(), "runs": records, "fits": fits or []}
+            "environment": env, "runs": records, "fits": fits or []}
 
 
-def write_json(path: str, records: list[dict], fits: list[dict] | None = None) -> None:
+def write_json(path: str, records: list[dict], fits: list[dict] | None = None,
+               capacity: dict | None = None) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
-        json.dump(document(records, fits), fh, indent=1, default=str)
+        json.dump(document(records, fits, capacity), fh, indent=1, default=str)
         fh.write("\n")
     os.replace(tmp, path)  # never leave a half-written results file behind
 

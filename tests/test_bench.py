@@ -75,6 +75,10 @@ def test_speedup_section_is_consistent(quick_result):
     assert close(sp["stdlib_ratio"], tax["sequential"]["baseline_s"]["median"] / tax["processes"]["baseline_s"]["median"])
     if sp["processes_cpu_percent"] is not None:
         assert_spread(sp["processes_cpu_percent"], repeat)
+    # The machine's own ceiling, measured before and after, shown beside the ratio.
+    cap = r["cpu_capacity"]
+    assert set(cap) == {"before", "after"}
+    assert all(c["cpus"] == sp["workers"] and positive(c["capacity"]) for c in cap.values())
 
 
 def test_local_tax_section_is_consistent(quick_result):

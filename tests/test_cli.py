@@ -139,6 +139,12 @@ def test_compare_json_schema(compare_doc):
         if run["backend"] == "processes":
             assert run["metrics"]["os_processes"] >= 1 + run["workers"]
     assert {r["params"]["sleep"] for r in runs if r["scenario"] == "power-io"} == {0.05}
+    # The CPUs' measured capacity, before and after the runs, beside the core count.
+    cap = doc["environment"]["cpu_capacity"]
+    assert set(cap) == {"before", "after"}
+    for c in cap.values():
+        assert c["cpus"] == doc["environment"]["cpus_usable"] and c["capacity"] > 0
+    assert "CPU capacity:" in proc.stdout
 
 
 def test_compare_matrix_has_sequential_baseline_and_speedups(compare_doc):

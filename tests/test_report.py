@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from html import unescape
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -144,6 +145,9 @@ def test_html_names_every_tier_scenario_and_strategy_in_the_json(reported):
         assert f">{column}</th>" in html, column
     env = doc["environment"]
     assert env["python"] in html and f"{env['cpu_count']} (usable" in html
+    for when, c in env["cpu_capacity"].items():  # the measured ceiling, in the page and on the chart
+        assert f"{c['capacity']:.2f}× one CPU's work {when} the runs" in unescape(html)
+    assert "CPU capacity</b> measured" in html
 
 
 def test_html_embeds_every_chart_and_loads_nothing(reported):
@@ -285,6 +289,45 @@ def test_report_into_an_unwritable_place_is_one_line(real_run, tmp_path):
     proc = cli("report", str(real_run["results"]), "-o", str(blocker / "report"))
     assert proc.returncode == 2, proc.stderr
     assert len(stderr_lines(proc)) == 1 and "Traceback" not in proc.stderr
+
+
+# --- compare A.json B.json: what changed, against the spread of the repeats ----------------------
+
+def _diff(a: Path, b: Path) -> subprocess.CompletedProcess:
+    return cli("compare", str(a), str(b))
+
+
+def test_diff_of_a_file_with_itself_changes_nothing(real_run):
+    proc = _diff(real_run["results"], real_run["results"])
+    assert proc.returncode == 0, proc.stderr
+    n = len(real_run["doc"]["runs"])
+    assert f"{n} points in both files; 0 changed beyond the spread of their repeats" in proc.stdout
+    assert "CPU capacity (measured, x one CPU): A " in proc.stdout
+
+
+def test_diff_calls_a_change_real_only_beyond_the_spread(real_run, tmp_path):
+    doc = copy.deepcopy(real_run["doc"])
+    slower = next(r for r in doc["runs"] if r["scenario"] == "power-cpu" and r["backend"] == "processes")
+    nudged = next(r for r in doc["runs"] if r is not slower and r["wall"]["max"] > r["wall"]["min"])
+    slower["wall_s"] *= 3  # every repeat three times slower: the ranges cannot overlap
+    slower["wall"] = {k: v * 3 if k in ("median", "min", "max") else v for k, v in slower["wall"].items()}
+    nudged["wall_s"] = nudged["wall"]["max"]  # moved, but inside its own min-max: noise
+    del doc["environment"]["cpu_capacity"]
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(doc))
+    proc = _diff(real_run["results"], b)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(doc['runs'])} points in both files; 1 changed beyond the spread" in proc.stdout
+    assert "+200.0%" in proc.stdout
+    assert "B not measured" in proc.stdout
+
+
+def test_diff_needs_two_readable_files(real_run, tmp_path):
+    missing = tmp_path / "missing.json"
+    for argv in ([str(real_run["results"])], [str(real_run["results"]), str(missing)]):
+        proc = cli("compare", *argv)
+        assert proc.returncode == 2, proc.stdout
+        assert len(stderr_lines(proc)) == 1 and "Traceback" not in proc.stderr
 
 
 # --- the statistics, on known data --------------------------------------------------------------
