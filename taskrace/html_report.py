@@ -44,8 +44,10 @@ def _secs(value) -> str:
     return f"{value:.{digits}f}"
 
 
-def _label(run: dict) -> str:
-    return run["scenario"] + (f" {run['strategy']}" if run.get("strategy") else "")
+def _labeller(runs: list[dict]):
+    """run -> its series label: scenario, strategy, and the options a sweep varies."""
+    labels = plots.panels(runs)
+    return lambda run: labels[plots.series_key(run)]
 
 
 def _summaries() -> tuple[dict, dict]:
@@ -181,6 +183,7 @@ COLUMNS = [("scenario", "l"), ("backend", "l"), ("n", "r"), ("wall s", "r"), ("s
 def section_table(doc: dict) -> str:
     """The terminal table's columns; wall time also shows the min-max of the repeats."""
     rows = []
+    label = _labeller(doc["runs"])
     for r in doc["runs"]:
         m = r.get("metrics") or {}
         w = r.get("wall") or {}
@@ -190,7 +193,7 @@ def section_table(doc: dict) -> str:
         text, cls = verdict_plain(r)
         rss = m.get("peak_rss_bytes")
         cells = [
-            (esc(r["scenario"]) + (f" <span class=dim>{esc(r['strategy'])}</span>" if r.get("strategy") else ""), "l"),
+            (esc(label(r)), "l"),
             (esc(r["backend"]), "l"), (str(r["workers"]), "r"),
             (_secs(r.get("wall_s")) + spread, "r"), (_fmt(r.get("speedup"), ".2f"), "r"),
             (_fmt(r.get("efficiency"), ".0%"), "r"), (_fmt(r.get("throughput_per_s"), ",.1f"), "r"),
@@ -221,12 +224,13 @@ def _executor_notes(doc: dict) -> str:
     actor_scenarios = {r["scenario"] for r in runs
                        if any("/actor-" in name for name in (r.get("nodes") or {}))}
     notes = []
+    label = _labeller(runs)
     for r in runs:
         nodes = r.get("nodes") or {}
         if r["scenario"] in actor_scenarios or r["backend"] == "sequential" or len(nodes) <= r["workers"]:
             continue
         names = ", ".join(n.split("@")[0].rsplit("-", 1)[-1] for n in nodes)
-        notes.append(f"<li><code>{esc(_label(r))}</code> on <code>{esc(r['backend'])}</code> -n {r['workers']}: "
+        notes.append(f"<li><code>{esc(label(r))}</code> on <code>{esc(r['backend'])}</code> -n {r['workers']}: "
                      f"tasks ran on {len(nodes)} executors ({esc(names)})</li>")
     if not notes:
         return ""
@@ -512,11 +516,12 @@ def section_nodes(doc: dict) -> str:
     """Per Celery worker node (one container each in the compose lab): what it ran and
     what it used, measured inside the worker itself."""
     rows = []
+    label = _labeller(doc["runs"])
     for r in doc["runs"]:
         if r["backend"] != "celery":
             continue
         for node, m in (r.get("node_metrics") or {}).items():
-            rows.append(f"<tr><td class=l>{esc(_label(r))}</td><td class=r>{r['workers']}</td>"
+            rows.append(f"<tr><td class=l>{esc(label(r))}</td><td class=r>{r['workers']}</td>"
                         f"<td class=l><code>{esc(node)}</code></td><td class=r>{m['tasks']}</td>"
                         f"<td class=r>{m['cpu_s']:.3f}</td><td class=r>{m['max_rss_bytes'] / 2**20:,.0f}</td></tr>")
     if not rows:

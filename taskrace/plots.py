@@ -26,6 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from taskrace.capacity import figures as capacity_figures
+from taskrace.report import panels, series_key  # noqa: F401 - html_report reads them from here
 from taskrace.stats import amdahl_speedup
 
 DPI = 100
@@ -69,29 +70,6 @@ def color(backend: str) -> str:
     if backend in COLORS:
         return COLORS[backend]
     return EXTRA_COLORS[sum(map(ord, backend)) % len(EXTRA_COLORS)]
-
-
-def series_key(run: dict) -> tuple[str, str]:
-    """What a point is compared with: same scenario, same parameters (strategy included)."""
-    return run["scenario"], json.dumps(run.get("params") or {}, sort_keys=True)
-
-
-def panels(runs: list[dict]) -> dict[tuple, str]:
-    """Series in order of appearance -> a short label: the scenario, its strategy, and
-    only the options that vary between series of the same scenario (a --sweep)."""
-    keys = list(dict.fromkeys(series_key(r) for r in runs))
-    params = {k: json.loads(k[1]) for k in keys}
-    labels = {}
-    for key in keys:
-        scenario = key[0]
-        siblings = [params[k] for k in keys if k[0] == scenario]
-        varying = sorted({opt for p in siblings for opt in p
-                          if opt != "strategy" and len({json.dumps(q.get(opt)) for q in siblings}) > 1})
-        p = params[key]
-        parts = [scenario] + ([str(p["strategy"])] if p.get("strategy") else [])
-        parts += [f"{opt}={p.get(opt)}" for opt in varying]
-        labels[key] = " ".join(parts)
-    return labels
 
 
 def worker_counts(runs: list[dict]) -> list[int]:

@@ -1,6 +1,8 @@
 """Tables for the terminal (rich). Reads result records; knows nothing of tiers."""
 from __future__ import annotations
 
+import json
+
 from rich.console import Console
 from rich.table import Table
 
@@ -20,6 +22,29 @@ def verdict_text(record: dict) -> str:
     return f"[red]FAIL[/] {v.get('actual')}"
 
 
+def series_key(run: dict) -> tuple[str, str]:
+    """What a point is compared with: same scenario, same parameters (strategy included)."""
+    return run["scenario"], json.dumps(run.get("params") or {}, sort_keys=True)
+
+
+def panels(runs: list[dict]) -> dict[tuple, str]:
+    """Series in order of appearance -> a short label: the scenario, its strategy, and
+    only the options that vary between series of the same scenario (a --sweep)."""
+    keys = list(dict.fromkeys(series_key(r) for r in runs))
+    params = {k: json.loads(k[1]) for k in keys}
+    labels = {}
+    for key in keys:
+        scenario = key[0]
+        siblings = [params[k] for k in keys if k[0] == scenario]
+        varying = sorted({opt for p in siblings for opt in p
+                          if opt != "strategy" and len({json.dumps(q.get(opt)) for q in siblings}) > 1})
+        p = params[key]
+        parts = [scenario] + ([str(p["strategy"])] if p.get("strategy") else [])
+        parts += [f"{opt}={p.get(opt)}" for opt in varying]
+        labels[key] = " ".join(parts)
+    return labels
+
+
 def _fmt(value, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
@@ -32,9 +57,10 @@ def runs_table(records: list[dict], title: str = "taskrace") -> Table:
                           ("procs", "right"), ("threads", "right"), ("= seq", "center"),
                           ("verdict", "left")]:
         table.add_column(name, justify=justify)
+    labels = panels(records)  # scenario, strategy, and the options a sweep varies
     for r in records:
         m = r["metrics"]
-        label = r["scenario"] + (f" [dim]{r['strategy']}[/]" if r.get("strategy") else "")
+        label = labels[series_key(r)]
         agrees = r.get("agrees_with_sequential")
         table.add_row(
             label, r["backend"], str(r["workers"]), _fmt(r["wall_s"], ".3f"),

@@ -165,6 +165,39 @@ def test_compare_matrix_has_sequential_baseline_and_speedups(compare_doc):
             assert run["speedup"] == 1.0
 
 
+def test_a_chunksize_sweep_gives_each_variant_its_baseline_and_its_row(tmp_path):
+    """--chunksize A,B: each chunksize is its own series, with its own sequential baseline,
+    repeated --repeat times, and the table names the chunksize on each row."""
+    out = tmp_path / "sweep.json"
+    proc = cli("compare", "--scenario", "mapreduce", "--chunksize", "2000,20000", "--set", "mapreduce.size=20000",
+               "--backend", "threads", "-n", "1,2", "--repeat", "2", "--warmup", "0", "--no-progress",
+               "--json", str(out), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    runs = _load(out)["runs"]
+    assert sorted((r["params"]["chunksize"], r["backend"], r["workers"]) for r in runs) == sorted(
+        (c, b, n) for c in (2000, 20000) for b, n in (("sequential", 1), ("threads", 1), ("threads", 2)))
+    for run in runs:
+        assert len(run["repeats"]) == 2 and run["wall"]["n"] == 2
+        assert run["agrees_with_sequential"] is True
+        base = next(r for r in runs if r["backend"] == "sequential" and r["params"] == run["params"])
+        assert run["speedup"] == pytest.approx(base["wall_s"] / run["wall_s"], rel=0.01)
+    assert run["tasks"] > 0 and {r["tasks"] for r in runs} == {10, 1}  # 20000 / chunksize chunks
+    for chunk in (2000, 20000):
+        assert proc.stdout.count(f"mapreduce chunksize={chunk} ") == 3, proc.stdout
+
+
+def test_task_size_sweep_varies_power_cpu_size(tmp_path):
+    out = tmp_path / "sizes.json"
+    proc = cli("compare", "--scenario", "power-cpu", "--task-size", "50,100", "--set", "power-cpu.tasks=2",
+               "--set", "power-cpu.exponent=50", "--backend", "threads", "-n", "2", "--repeat", "1",
+               "--warmup", "0", "--no-progress", "--json", str(out), timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    runs = _load(out)["runs"]
+    assert sorted((r["params"]["size"], r["backend"]) for r in runs) == [
+        (50, "sequential"), (50, "threads"), (100, "sequential"), (100, "threads")]
+    assert "power-cpu size=50" in proc.stdout and "power-cpu size=100" in proc.stdout
+
+
 # --- bad input: exit 2, exactly one line on stderr, no traceback --------------------------
 
 def _assert_usage_error(proc) -> str:
@@ -221,6 +254,11 @@ BAD_INPUT = {
     "list-unknown-option": ["list", "--bogus", "1"],
     "run-without-scenario": ["run"],
     "no-command": [],
+    "sweep-malformed": ["compare", "--sweep", "mapreduce.chunksize"],
+    "sweep-unknown-scenario": ["compare", "--sweep", "nope.size=1,2"],
+    "sweep-bad-value": ["compare", "--scenario", "mapreduce", "--chunksize", "1000,-5"],
+    "task-size-not-a-number": ["compare", "--scenario", "power-cpu", "--task-size", "10,abc"],
+    "repeat-zero": ["compare", "--repeat", "0"],
 }
 
 
