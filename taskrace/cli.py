@@ -34,6 +34,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # `run` keeps the seed's own sizes, and --set restores any of them here.
 COMPARE_DEFAULTS = {"power-io": {"sleep": 0.5}, "power-cpu": {"tasks": 4},
                     "bank": {"trials": 2, "delay": 0.002}}
+# Variants compare runs unless told otherwise (--set or --sweep of the same option): globals
+# in a module-level list and in the tier's shared store side by side, the seed's two answers.
+COMPARE_SWEEPS = {"globals": [{"store": "module"}, {"store": "shared"}]}
 
 
 class UsageError(Exception):
@@ -262,6 +265,10 @@ def plan_compare(args) -> list:
     counts = args.workers or [os.cpu_count() or 2]
     sets = _parse_sets(args.set)
     sweeps = _parse_sweeps(args)
+    for name, variants in COMPARE_SWEEPS.items():
+        options = {opt for v in variants for opt in v}
+        if name not in sweeps and not options & set(sets.get(name, {})):
+            sweeps[name] = variants
     strategies = _names(args.strategy, STRATEGIES, "strategy") if args.strategy else None
     if strategies:
         for backend in backends:

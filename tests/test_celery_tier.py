@@ -52,6 +52,7 @@ CASES = {
     "power-io": ({"sleep": 0.05}, {}),
     "power-cpu": ({"size": 200, "exponent": 200, "tasks": 4}, {}),
     "globals": ({}, {}),
+    "globals-shared": ({"store": "shared"}, {}),  # the seed's answer: a store made for sharing (Redis)
     "pipeline": ({}, {}),
     "mapreduce": ({"size": 20_000, "chunksize": 2_000}, {}),
     "mapreduce-chunk5": ({"size": 20_000, "chunksize": 2_000}, {"chunk": 5}),  # celery chunks
@@ -60,13 +61,17 @@ CASES = {
 
 
 def test_cases_cover_every_scenario():
-    assert {name.split("-chunk")[0] for name in CASES} == set(SCENARIOS)
+    assert {_scenario(name) for name in CASES} == set(SCENARIOS)
+
+
+def _scenario(case: str) -> str:
+    return case.split("-chunk")[0].split("-shared")[0]
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_celery_agrees_with_sequential(case):
     params, tier_options = CASES[case]
-    scenario = case.split("-chunk")[0]
+    scenario = _scenario(case)
     base = run(scenario, "sequential", 1, **params)
     rec = celery(scenario, tier_options=tier_options, **params)
     assert base["verdict"]["ok"], base["verdict"]
@@ -75,9 +80,9 @@ def test_celery_agrees_with_sequential(case):
     assert rec["answer_digest"] == base["answer_digest"]
     if not tier_options.get("chunk"):  # chunked calls: see test_chunked_calls_report_their_node
         assert rec["nodes"] and all(NODE.fullmatch(n) for n in rec["nodes"]), rec["nodes"]
-    if scenario == "globals":  # the workers' list lives in the workers' processes
+    if scenario == "globals":  # the workers' list lives in the workers' processes; Redis does not
         assert base["verdict"]["visible"] is True
-        assert rec["verdict"]["visible"] is False
+        assert rec["verdict"]["visible"] is (params.get("store") == "shared")
     if tier_options.get("chunk"):
         assert rec["tier"]["chunk"] == tier_options["chunk"]
         # 10 chunks of the list travelled as 2 messages, still one outcome per chunk

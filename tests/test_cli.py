@@ -135,7 +135,8 @@ def test_compare_json_schema(compare_doc):
         assert run["verdict"]["ok"] is True, run["verdict"]
         if run["scenario"] == "globals":
             assert isinstance(run["verdict"]["visible"], bool)
-            assert run["verdict"]["visible"] is (run["backend"] != "processes")
+            shared = run["params"]["store"] == "shared"
+            assert run["verdict"]["visible"] is (shared or run["backend"] != "processes")
         if run["backend"] == "processes":
             assert run["metrics"]["os_processes"] >= 1 + run["workers"]
     assert {r["params"]["sleep"] for r in runs if r["scenario"] == "power-io"} == {0.05}
@@ -151,10 +152,11 @@ def test_compare_matrix_has_sequential_baseline_and_speedups(compare_doc):
     proc, out = compare_doc
     assert proc.returncode == 0, proc.stderr
     runs = _load(out)["runs"]
-    points = {(r["scenario"], r["backend"], r["workers"]) for r in runs}
-    expected = {(s, "sequential", 1) for s in ("power-io", "globals")}
-    expected |= {(s, b, n) for s in ("power-io", "globals") for b in ("threads", "processes")
-                 for n in (1, 2)}
+    points = {(r["scenario"], r["params"].get("store"), r["backend"], r["workers"]) for r in runs}
+    # globals runs twice unless told otherwise: module-level list and shared store.
+    variants = [("power-io", None), ("globals", "module"), ("globals", "shared")]
+    expected = {(s, v, "sequential", 1) for s, v in variants}
+    expected |= {(s, v, b, n) for s, v in variants for b in ("threads", "processes") for n in (1, 2)}
     assert points == expected
     assert len(runs) == len(expected)
     for run in runs:
