@@ -290,8 +290,8 @@ def explain_speedup(doc: dict, chart: plots.Chart) -> str:
                "no more cores to run on, so a curve that bends there is the hardware, not the tier." if cores else "")
             + (" The black stars on it are the <b>CPU capacity</b> measured before and after the runs: how "
                "many CPUs' worth of Python the cores really delivered with all of them busy. On a shared "
-               "virtual machine that can be well below the core count, and no tier can pass it on CPU-bound "
-               "work." if capacity_figures(doc) else "")
+               "virtual machine that can be well below the core count, and no tier should be expected to pass "
+               "it on CPU-bound work (within the measure's own noise of a few percent)." if capacity_figures(doc) else "")
             + " Panels where some point fell below 0.1× use a logarithmic axis, so the overhead-bound points "
             "stay visible.",
         ]
