@@ -30,10 +30,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # What `compare` uses unless told otherwise: the whole matrix, every point measured
 # 1 + 3 times, in about two minutes on two cores. The lessons hold at these sizes (a
-# 0.5 s wait overlaps as well as the seed's 2 s; the bank still races in every trial);
+# 0.5 s wait overlaps as well as the seed's 2 s; the bank still races in every trial:
+# 2 trials of 50 steps lost 63-81 updates per repeat on each concurrent tier here);
 # `run` keeps the seed's own sizes, and --set restores any of them here.
 COMPARE_DEFAULTS = {"power-io": {"sleep": 0.5}, "power-cpu": {"tasks": 4},
-                    "bank": {"trials": 2, "delay": 0.002}}
+                    "bank": {"trials": 2, "steps": 50, "delay": 0.002}}
 # Variants compare runs unless told otherwise (--set or --sweep of the same option): globals
 # in a module-level list and in the tier's shared store side by side, the seed's two answers.
 COMPARE_SWEEPS = {"globals": [{"store": "module"}, {"store": "shared"}]}
