@@ -69,6 +69,10 @@ class GlobalsVisibility(Scenario):
         x = list(range(1, self.p["size"] + 1))
         return [(x, 2 + k) for k in range(self.p["tasks"])]
 
+    def expected(self) -> list[list[int]]:
+        """Each task's powers, as every tier must return them (and write them, if shared)."""
+        return [[i**y for i in x] for x, y in self.task_args()]
+
     def execute(self, tier) -> Execution:
         if self.p["store"] == "shared":
             return self._execute_shared(tier)
@@ -86,7 +90,7 @@ class GlobalsVisibility(Scenario):
                                     for k, (x, y) in enumerate(args)])
         slots = store.snapshot()
         rows = [slots[k * size:(k + 1) * size] for k in range(len(args))]
-        seen = sum(row == [i**y for i in x] for row, (x, y) in zip(rows, args))
+        seen = sum(row == want for row, want in zip(rows, self.expected()))
         return Execution(outcomes, units=len(outcomes), data={"seen_in_caller": seen})
 
     def check(self, execution, tier) -> Verdict:
@@ -95,7 +99,7 @@ class GlobalsVisibility(Scenario):
         visible = seen == tasks
         errors = task_errors(execution.outcomes)
         answer = [o.value for o in execution.outcomes]
-        right = answer == [[i**y for i in x] for x, y in self.task_args()]
+        right = answer == self.expected()
         predicted = tier.shares_memory or self.p["store"] == "shared"
         ok = not errors and right and visible == predicted and seen in (0, tasks)
         return Verdict(ok, f"visible={predicted}", f"visible={visible}", answer=answer,

@@ -65,4 +65,3 @@ def print_diff(a: dict, b: dict, console: Console) -> int:
         console.print(f"CPU capacity (measured, x one CPU): "
                       f"A {span(caps[0]) if caps[0] else 'not measured'}, B {span(caps[1]) if caps[1] else 'not measured'}")
     return 0
-

@@ -17,6 +17,7 @@ import time
 
 from taskrace import plots
 from taskrace.capacity import figures as capacity_figures
+from taskrace.report import panels, series_key
 
 FILENAME = "index.html"
 
@@ -46,8 +47,8 @@ def _secs(value) -> str:
 
 def _labeller(runs: list[dict]):
     """run -> its series label: scenario, strategy, and the options a sweep varies."""
-    labels = plots.panels(runs)
-    return lambda run: labels[plots.series_key(run)]
+    labels = panels(runs)
+    return lambda run: labels[series_key(run)]
 
 
 def _summaries() -> tuple[dict, dict]:
@@ -342,7 +343,7 @@ def explain_speedup(doc: dict, chart: plots.Chart) -> str:
 
 def _fits_table(doc: dict) -> str:
     runs = doc["runs"]
-    labels = plots.panels(runs)
+    labels = panels(runs)
     fits = plots.fits_by_series(doc)
     rows = []
     for key, label in labels.items():
@@ -350,7 +351,7 @@ def _fits_table(doc: dict) -> str:
             if b == "sequential":
                 continue
             pts = sorted((r["workers"], r.get("speedup"), r.get("karp_flatt")) for r in runs
-                         if plots.series_key(r) == key and r["backend"] == b)
+                         if series_key(r) == key and r["backend"] == b)
             if not any(s is not None for _, s, _ in pts):
                 continue
             f = fits.get((*key, b))
@@ -369,7 +370,7 @@ def _fits_table(doc: dict) -> str:
 def explain_wall(doc: dict, chart: plots.Chart) -> str:
     runs = doc["runs"]
     n = plots.largest_count(runs)
-    labels = plots.panels(runs)
+    labels = panels(runs)
     paras = [
         "Bars are the median wall time of a whole scenario run, in seconds: from the first task submitted "
         "to the last result back, with the tier already started (its start-up is not included). "
@@ -387,7 +388,7 @@ def explain_wall(doc: dict, chart: plots.Chart) -> str:
     ]
     best = []
     for key, label in labels.items():
-        pts = [r for r in runs if plots.series_key(r) == key and (r["backend"] == "sequential" or r["workers"] == n)]
+        pts = [r for r in runs if series_key(r) == key and (r["backend"] == "sequential" or r["workers"] == n)]
         if len(pts) > 1:
             fastest = min(pts, key=lambda r: r["wall_s"] or float("inf"))
             took = plots.human_seconds(float(format(fastest["wall_s"], ".3g")))
@@ -420,9 +421,9 @@ def explain_latency(doc: dict, chart: plots.Chart) -> str:
                 "against microseconds for a thread pool, so a broker pays off when each task runs much "
                 "longer than that, or when the workers must live on other machines.")
         pairs = []
-        for key, label in plots.panels(runs).items():
+        for key, label in panels(runs).items():
             n = plots.largest_count(runs)
-            got = {r["backend"]: r for r in runs if plots.series_key(r) == key and r["workers"] == n}
+            got = {r["backend"]: r for r in runs if series_key(r) == key and r["workers"] == n}
             c, t = got.get("celery"), got.get("threads")
             if c and t and (c.get("latency") or {}).get("queue_wait") and (t.get("latency") or {}).get("queue_wait"):
                 cq, tq = c["latency"]["queue_wait"]["p50"], t["latency"]["queue_wait"]["p50"]

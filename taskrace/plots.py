@@ -26,7 +26,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from taskrace.capacity import figures as capacity_figures
-from taskrace.report import panels, series_key  # noqa: F401 - html_report reads them from here
+from taskrace.report import panels, series_key
 from taskrace.stats import amdahl_speedup
 
 DPI = 100
