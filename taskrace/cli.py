@@ -24,6 +24,7 @@ from taskrace.results import BadResults, write_json
 from taskrace.runner import prepare, run_one
 from workers import TIERS, MissingDependency, UnknownChoice, get_tier
 from workers.base import TierFailure
+from workers.redact import redact_text
 from workers.redis_server import RedisUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -402,10 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             from taskrace.cluster import cmd_cluster
             return cmd_cluster(args, console)
     except (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults) as exc:
-        err.print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"taskrace: error: {redact_text(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except TierFailure as exc:
-        err.print(f"taskrace: failed: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err.print(f"taskrace: failed: {redact_text(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_FAILED
     except KeyboardInterrupt:
         err.print("taskrace: interrupted; every worker this run started has been stopped",

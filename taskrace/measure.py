@@ -13,6 +13,8 @@ import time
 
 import psutil
 
+from workers.redact import redact_cmdline
+
 SAMPLE_INTERVAL_S = 0.05
 MIN_CPU_WINDOW_S = 0.1
 
@@ -83,8 +85,10 @@ class TreeSampler:
                     rss += proc.memory_info().rss
                     threads += proc.num_threads()
                     if proc.pid not in self.seen:
+                        # Credentials hidden before the cut (a cut could leave half of one):
+                        # the harness's own line may carry --redis-url redis://:pw@...
                         self.seen[proc.pid] = {"pid": proc.pid, "name": proc.name(),
-                                               "cmdline": " ".join(proc.cmdline())[:120]}
+                                               "cmdline": redact_cmdline(proc.cmdline(), 120)}
             except psutil.Error:
                 continue  # it exited between listing and reading: fine
             alive += 1

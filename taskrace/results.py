@@ -21,6 +21,8 @@ import sys
 import time
 from importlib import metadata
 
+from workers.redact import scrub
+
 SCHEMA = "taskrace.results/1"
 PACKAGES = ("taskrace", "celery", "kombu", "redis", "psutil", "rich", "docker", "matplotlib")
 
@@ -62,8 +64,10 @@ def document(records: list[dict], fits: list[dict] | None = None, capacity: dict
     env = environment()
     if capacity:
         env["cpu_capacity"] = capacity
-    return {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": env, "runs": records, "fits": fits or []}
+    # Every string passes workers.redact on its way out (URL userinfo, --password values):
+    # whatever a record picked up, results and the report built from them carry no secret.
+    return scrub({"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  "environment": env, "runs": records, "fits": fits or []})
 
 
 def write_json(path: str, records: list[dict], fits: list[dict] | None = None,
@@ -104,4 +108,4 @@ def load_json(path: str) -> dict:
             raise BadResults(f"{path}: run {i} lacks {', '.join(missing)}")
     if not doc["runs"]:
         raise BadResults(f"{path} holds no runs")
-    return doc
+    return scrub(doc)  # a file written before redaction existed must not pass a secret on
