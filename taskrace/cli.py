@@ -358,6 +358,10 @@ def cmd_compare(args, console: Console) -> int:
 
         written = write_report(document(records, fits=fits, capacity=capacity), args.report)
         console.print(f"report: {written}")
+    for r in records:
+        if r["verdict"]["details"].get("failed_in") == "warm-up":
+            console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']}: "
+                          f"{r['verdict']['details']['note']}[/]")
     disagree = [r for r in records if r.get("agrees_with_sequential") is False]
     for r in disagree:
         console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']} disagrees with sequential[/]")

@@ -6,7 +6,8 @@
     execute()  points grouped by backend configuration: each group's tier starts once
                (its start-up cost is recorded on every record of the group) and runs its
                points' warm-ups, then their repeats, shuffled with the seed so that drift
-               of a noisy machine does not always hit the same point
+               of a noisy machine does not always hit the same point; a warm-up's timings
+               are discarded, its verdict and answer are judged like any other run's
     derive()   speedup, efficiency and Karp-Flatt serial fraction against the baseline;
                an Amdahl fit per scenario/backend series
 """
@@ -29,6 +30,7 @@ class Point:
     workers: int
     baseline: bool = False
     samples: list = field(default_factory=list)
+    warmups: list = field(default_factory=list)  # not measured, but judged all the same
 
     @property
     def series(self) -> tuple:
@@ -89,8 +91,7 @@ def execute(points: list[Point], tier_options: dict, seed: int, repeat: int, war
                 scenario, _ = prepare(point.scenario, point.params, point.backend, point.workers,
                                       tier_options, seed)
                 sample = measure(scenario, tier)
-                if not is_warmup:
-                    point.samples.append(sample)
+                (point.warmups if is_warmup else point.samples).append(sample)
                 if on_step:
                     on_step(point, is_warmup)
             t1 = time.perf_counter()
@@ -101,8 +102,30 @@ def execute(points: list[Point], tier_options: dict, seed: int, repeat: int, war
             record["timings"].update(startup_s=round(startup, 6), shutdown_s=round(shutdown, 6),
                                      tier_shared_by=len(members))
             record["warmup"], record["repeat"] = warmup, repeat
+            judge_warmups(record, point.warmups)
             records[id(point)] = record
     return [records[id(p)] for p in points]
+
+
+def judge_warmups(record: dict, warmups: list[dict]) -> None:
+    """A warm-up's timings are discarded, its verdict is not: a wrong answer or a crash in
+    a warm-up fails the point as surely as one in a measured run, with a note saying where
+    it happened. Each warm-up's verdict and answer are kept under ``warmup_runs``."""
+    record["warmup_runs"] = [{"ok": s["verdict"]["ok"], "answer_digest": s["answer_digest"],
+                              "errors": len(s["verdict"]["details"].get("errors") or [])} for s in warmups]
+    failed = next((k for k, s in enumerate(warmups)
+                   if not s["verdict"]["ok"] or s["verdict"]["details"].get("errors")), None)
+    if failed is None:
+        return
+    crashed = bool(warmups[failed]["verdict"]["details"].get("errors"))
+    if not record["verdict"]["ok"] and not crashed:
+        return  # a measured run failed the point already: its verdict stays
+    verdict = dict(warmups[failed]["verdict"])
+    note = (f"failed in warm-up run {failed + 1} of {len(warmups)}; the measured runs "
+            + ("passed" if record["verdict"]["ok"] else "failed too"))
+    verdict["details"] = dict(verdict["details"], failed_in="warm-up", note=note)
+    record["verdict"] = verdict
+    record["answer_digest"] = warmups[failed]["answer_digest"]
 
 
 def derive(records: list[dict]) -> list[dict]:
@@ -121,8 +144,9 @@ def derive(records: list[dict]) -> list[dict]:
         r["efficiency"] = round(r["speedup"] / r["workers"], 4)
         kf = karp_flatt(r["speedup"], r["workers"])
         r["karp_flatt"] = None if kf is None else round(kf, 4)
+        answers = [s["answer_digest"] for s in r["repeats"] + r.get("warmup_runs", [])]
         r["agrees_with_sequential"] = (None if r["verdict"]["unsafe"] else
-                                       all(s["answer_digest"] == base["answer_digest"] for s in r["repeats"]))
+                                       all(a == base["answer_digest"] for a in answers))
         if r["backend"] != "sequential":
             fits.setdefault((*series(r), r["backend"]), []).append((r["workers"], r["speedup"]))
     out = []
