@@ -22,13 +22,53 @@ Strategies (what the actors do around each read-modify-write):
              balances and applies them one by one. No lock anywhere.
 
 Every operation is recorded (what it read, what it wrote, when it wrote, on one host's
-monotonic clock). ``audit`` replays that history in write order: an operation that read
-a value other than the last one written to that account is a lost update.
+monotonic clock). ``audit`` judges a trial against its *plan*, not against what the
+actors say they did, so an operation that never ran, or ran twice, is caught:
+
+* every planned operation must appear in the history exactly once, whoever applied it
+  (under ``queue`` the owner does). A refusal by the guard (the transfer would overdraw)
+  counts as executed once: its answer was no. A record carrying an ``error`` (the
+  operation raised, nothing was applied) is not an execution;
+* the history is replayed in write order: an operation that read a value other than the
+  last one written to that account is a lost update; a write below zero is a violation;
+* the final balances must equal the initial ones plus the deltas of every operation the
+  history says was applied (money appearing with no operation is caught), and, where the
+  plan fixes them whatever the schedule, its closed form: in seed mode the starting
+  balance + deposits - withdrawals, per account; in transfers mode the total (a refusal
+  depends on the schedule, so single balances have no closed form there).
+
+Counts in the verdict's details (totals over trials; ``*_per_trial`` lists per trial):
+
+  planned          operations in the plan
+  applied_once     planned operations executed exactly once (applied, or refused by the guard)
+  refused_ops      of those, how many the guard refused
+  lost_ops         planned but absent from the history (or present only as errors)
+  duplicated_ops   planned and executed twice or more
+  unplanned_ops    executions in the history of an id not in the plan, or of a planned id
+                   with other amounts than planned (then the planned one is lost too)
+  units_missing    the money the lost operations would have moved (a transfer of 117
+                   moves 117, a deposit of 1 moves 1)
+  units_created    the money moved again by every application beyond the plan's one
+                   (second and later applications, and applications of unplanned ids)
+  inconsistent_trials  trials whose final balances are not initial + the applied deltas
+  error_count      the seed's figure: trials whose final total misses the closed form
+
+(``money_created``/``money_lost`` are the drift of the total against the history, as before.)
+
+The answer compared across tiers (``= seq``) is, per trial, the money (seed mode: the final
+balance; transfers: the total) and how many operations were off the plan (lost +
+duplicated + unplanned). A run that did nothing keeps the money but is off by every
+planned operation. Why not the applied count or the ids themselves: a transfers plan has
+``--ops`` per actor, and the actor count follows ``-n`` while the sequential baseline runs
+with two, so only plan-relative counts compare across worker counts. Under ``none`` every
+operation still runs once (off the plan: 0, like sequential) but lost updates change the
+money, which is the lesson.
 """
 from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 
 from scenarios.base import Execution, Param, Scenario, Verdict, task_errors
 from workers.base import Actor, apply_deltas
@@ -110,28 +150,107 @@ def owner(accounts, channel, clients: int, window_s: float) -> list[dict]:
     return history
 
 
-def audit(initial: list[int], history: list[dict], final: list[int]) -> dict:
-    """Judge one trial from its history. Pure function: tests feed it broken histories.
+def moved(deltas: list) -> int:
+    """The money one application of an operation moves: 117 for a transfer of 117, 1 for a
+    deposit or a withdrawal of 1."""
+    return max(sum(d for _, d in deltas if d > 0), -sum(d for _, d in deltas if d < 0))
 
-    Replays the successful operations in write order. A lost update is an operation whose
-    read of an account differs from the last value written there; a negative balance is
-    a write below zero; drift is (money in the accounts) - (money there should be).
+
+def _amounts(deltas: list) -> tuple:
+    # JSON (Celery, --history) turns pairs into lists; compare them as tuples.
+    return tuple((a, d) for a, d in deltas)
+
+
+def _executed(rec: dict) -> bool:
+    return not rec.get("error")
+
+
+def _applied(rec: dict) -> bool:
+    return bool(rec["ok"]) and not rec.get("error")
+
+
+def closed_form(initial: list[int], plan: list[dict]) -> tuple[list[int] | None, int | None]:
+    """The final balances and total that every correct run of ``plan`` reaches, when the
+    plan alone fixes them: per account only if no operation is guarded (a refusal depends
+    on the schedule), the total if every guarded operation moves money without making or
+    destroying any (a transfer). None where the schedule decides."""
+    balances = None
+    if not any(op["guard"] for op in plan):
+        balances = list(initial)
+        for op in plan:
+            for account, delta in op["deltas"]:
+                balances[account] += delta
+    total = None
+    if all(not op["guard"] or sum(d for _, d in op["deltas"]) == 0 for op in plan):
+        total = sum(initial) + sum(d for op in plan if not op["guard"] for _, d in op["deltas"])
+    return balances, total
+
+
+def against_plan(plan: list[dict], history: list[dict]) -> dict:
+    """Every planned operation exactly once: what was lost, duplicated or never planned,
+    and the money each of those moved. Pure function."""
+    planned = {op["op"]: _amounts(op["deltas"]) for op in plan}
+    executions, applications = Counter(), Counter()
+    unplanned, units_created = [], 0
+    for rec in history:
+        if not _executed(rec):
+            continue
+        if planned.get(rec["op"]) != _amounts(rec["deltas"]):
+            unplanned.append(rec["op"])
+            units_created += moved(rec["deltas"]) if _applied(rec) else 0
+            continue
+        executions[rec["op"]] += 1
+        applications[rec["op"]] += _applied(rec)
+    lost = [op for op in plan if executions[op["op"]] == 0]
+    duplicated = [op for op in plan if executions[op["op"]] > 1]
+    once = [op for op in plan if executions[op["op"]] == 1]
+    units_created += sum((applications[op["op"]] - 1) * moved(op["deltas"])
+                         for op in duplicated if applications[op["op"]] > 1)
+    return {
+        "planned": len(plan),
+        "applied_once": len(once),
+        "refused_ops": sum(1 for op in once if applications[op["op"]] == 0),
+        "lost_ops": [op["op"] for op in lost],
+        "duplicated_ops": [op["op"] for op in duplicated],
+        "unplanned_ops": unplanned,
+        "units_missing": sum(moved(op["deltas"]) for op in lost),
+        "units_created": units_created,
+    }
+
+
+def audit(initial: list[int], history: list[dict], final: list[int], plan: list[dict]) -> dict:
+    """Judge one trial from its plan, its history and its final balances. Pure function:
+    tests feed it broken histories.
+
+    Counts the history against the plan (``against_plan``); replays the applied
+    operations in write order (a lost update is an operation whose read of an account
+    differs from the last value written there; a negative balance is a write below zero);
+    checks the final balances against the applied deltas, account by account, and
+    against the plan's closed form. Drift is (money in the accounts) - (money the applied
+    operations leave there).
     """
     last = list(initial)
+    applied = list(initial)  # initial + every applied delta, whatever the order
     expected_total = sum(initial)
     violations = []
     for position, rec in enumerate(sorted(history, key=lambda r: r["t"])):
-        if not rec["ok"]:
+        if not _applied(rec):
             continue
         stale = [a for (a, _), seen in zip(rec["deltas"], rec["read"]) if seen != last[a]]
         for (account, delta), value in zip(rec["deltas"], rec["wrote"]):
             last[account] = value
+            applied[account] += delta
             expected_total += delta
         negative = [a for (a, _), v in zip(rec["deltas"], rec["wrote"]) if v < 0]
         if stale or negative:
             violations.append({"op": rec["op"], "position": position, "stale_accounts": stale,
                                "negative_accounts": negative, "drift": sum(last) - expected_total})
     drift = sum(final) - expected_total
+    counts = against_plan(plan, history)
+    closed, closed_total = closed_form(initial, plan)
+    inconsistent = [a for a, (f, v) in enumerate(zip(final, applied)) if f != v]
+    off_closed_form = (closed is not None and list(final) != closed
+                       or closed_total is not None and sum(final) != closed_total)
     return {
         "lost_updates": sum(1 for v in violations if v["stale_accounts"]),
         "negative_writes": sum(1 for v in violations if v["negative_accounts"]),
@@ -140,8 +259,34 @@ def audit(initial: list[int], history: list[dict], final: list[int]) -> dict:
         "first": violations[0] if violations else None,
         "worst": max(violations, key=lambda v: abs(v["drift"])) if violations else None,
         "last": violations[-1] if violations else None,
-        "violated": bool(violations) or drift != 0 or any(v < 0 for v in final),
+        **counts,
+        "inconsistent_accounts": inconsistent,
+        "closed_form": closed, "closed_total": closed_total, "off_closed_form": off_closed_form,
+        "violated": (bool(violations) or drift != 0 or any(v < 0 for v in final)
+                     or bool(counts["lost_ops"] or counts["duplicated_ops"] or counts["unplanned_ops"])
+                     or bool(inconsistent) or off_closed_form),
     }
+
+
+def off_plan_text(details: dict, seed_mode: bool) -> str:
+    """'; 3 transfers lost: 117 units missing; 2 applied twice or more: 45 units created'
+    (empty when every planned operation ran once)."""
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'s' if n != 1 else ''}"
+
+    noun = "operation" if seed_mode else "transfer"
+    parts = []
+    if details["lost_ops"]:
+        parts.append(f"{count(details['lost_ops'], noun)} lost: "
+                     f"{count(details['units_missing'], 'unit')} missing")
+    extra = [f"{details['duplicated_ops']} applied twice or more"] if details["duplicated_ops"] else []
+    extra += [f"{count(details['unplanned_ops'], noun)} not in the plan"] if details["unplanned_ops"] else []
+    if extra:  # both kinds of extra application create money: one figure for the two
+        parts.append(", ".join(extra) + f": {count(details['units_created'], 'unit')} created")
+    if details["inconsistent_trials"]:
+        parts.append(f"{count(details['inconsistent_trials'], 'trial')} whose balances disagree "
+                     "with the applied operations")
+    return "".join("; " + p for p in parts)
 
 
 class Bank(Scenario):
@@ -216,43 +361,75 @@ class Bank(Scenario):
                 batch.append(Actor("owner", owner, (accounts, channel, actors, window)))
             results = tier.run_actors(batch)
             history = [rec for o in results for rec in (o.value or [])]
-            trials.append({"history": history, "final": accounts.snapshot(),
-                           "errors": task_errors(results)})
+            # The plan is kept beside the history: the checker counts against it.
+            trials.append({"plan": [op for ops in plans for op in ops], "history": history,
+                           "final": accounts.snapshot(), "errors": task_errors(results)})
             outcomes += results
             units += sum(len(ops) for ops in plans)
         return Execution(outcomes, units=units, data={"trials": trials, "actors": actors})
 
     def check(self, execution, tier) -> Verdict:
         initial = self.initial()
-        audits = [audit(initial, t["history"], t["final"]) for t in execution.data["trials"]]
-        errors = [e for t in execution.data["trials"] for e in t["errors"]]
+        trials = execution.data["trials"]
+        audits = [audit(initial, t["history"], t["final"], t["plan"]) for t in trials]
+        errors = [e for t in trials for e in t["errors"]]
         violated = sum(a["violated"] for a in audits)
-        expected_total = sum(initial)
-        finals = [t["final"] for t in execution.data["trials"]]
-        answer = [f[0] for f in finals] if self.p["mode"] == "seed" else [sum(f) for f in finals]
+        seed_mode = self.p["mode"] == "seed"
+
+        def total(key: str) -> int:
+            return sum(len(a[key]) if isinstance(a[key], list) else a[key] for a in audits)
+
+        def ids(key: str) -> list[str]:  # the first few, to look up in --history
+            return [i for a in audits for i in a[key]][:10]
+
+        off_plan = [len(a["lost_ops"]) + len(a["duplicated_ops"]) + len(a["unplanned_ops"]) for a in audits]
+        # What every correct run shares with sequential at any -n (see the module docstring).
+        answer = [{"money": t["final"][0] if seed_mode else sum(t["final"]), "off_plan": n}
+                  for t, n in zip(trials, off_plan)]
         details = {
             "trials": len(audits),
             "violating_trials": violated,
-            # the seed's figure: trials whose final balance is not what it started at
-            "error_count": sum(a["drift"] != 0 for a in audits),
+            # the seed's figure: trials whose final balance misses its closed form (seed: 200)
+            "error_count": sum(a["off_closed_form"] if a["closed_total"] is not None else a["drift"] != 0
+                               for a in audits),
             "lost_updates": sum(a["lost_updates"] for a in audits),
             "lost_updates_per_trial": [a["lost_updates"] for a in audits],
             "money_created": sum(max(a["drift"], 0) for a in audits),
             "money_lost": -sum(min(a["drift"], 0) for a in audits),
             "drift_per_trial": [a["drift"] for a in audits],
             "negative_balances": sum(a["negative_writes"] + len(a["negative_final"]) for a in audits),
+            "planned": total("planned"),
+            "applied_once": total("applied_once"),
+            "refused_ops": total("refused_ops"),
+            "lost_ops": total("lost_ops"),
+            "duplicated_ops": total("duplicated_ops"),
+            "unplanned_ops": total("unplanned_ops"),
+            "units_missing": total("units_missing"),
+            "units_created": total("units_created"),
+            "applied_once_per_trial": [a["applied_once"] for a in audits],
+            "lost_ops_per_trial": [len(a["lost_ops"]) for a in audits],
+            "duplicated_ops_per_trial": [len(a["duplicated_ops"]) for a in audits],
+            "unplanned_ops_per_trial": [len(a["unplanned_ops"]) for a in audits],
+            "lost_op_ids": ids("lost_ops"),
+            "duplicated_op_ids": ids("duplicated_ops"),
+            "unplanned_op_ids": ids("unplanned_ops"),
+            "inconsistent_trials": sum(bool(a["inconsistent_accounts"]) for a in audits),
             "first_violation": next((a["first"] for a in audits if a["first"]), None),
             "worst_violation": max((a["worst"] for a in audits if a["worst"]),
                                    key=lambda v: abs(v["drift"]), default=None),
             "last_violation": next((a["last"] for a in reversed(audits) if a["last"]), None),
             "actors": execution.data["actors"],
-            "retries": sum(r.get("retries", 0) for t in execution.data["trials"] for r in t["history"]),
+            "retries": sum(r.get("retries", 0) for t in trials for r in t["history"]),
             "errors": errors,
         }
         ok = violated == 0 and not errors
-        expected = (f"balance {expected_total} in every trial" if self.p["mode"] == "seed"
-                    else f"total {expected_total}, no negative balance, in every trial")
-        actual = f"{violated}/{len(audits)} trials violated" + (f", {len(errors)} errors" if errors else "")
+        closed, closed_total = closed_form(initial, trials[0]["plan"]) if trials else (None, sum(initial))
+        if seed_mode and closed is not None:
+            expected = f"balance {closed[0]} in every trial, every planned operation once"
+        else:
+            expected = f"total {closed_total}, no negative balance, every planned transfer once, in every trial"
+        actual = f"{violated}/{len(audits)} trials violated" + off_plan_text(details, seed_mode)
+        actual += f", {len(errors)} errors" if errors else ""
         return Verdict(ok, expected, actual, answer=answer, details=details,
                        unsafe=self.strategy in UNSAFE)
 
@@ -266,6 +443,8 @@ class Bank(Scenario):
                               "amounts": [d for _, d in rec["deltas"]],
                               "tier": tier_name, "strategy": self.strategy,
                               "read": rec["read"], "wrote": rec["wrote"],
-                              "result": "ok" if rec["ok"] else "refused", "t_ns": rec["t"],
-                              **({"retries": rec["retries"]} if "retries" in rec else {})})
+                              "result": "error" if rec.get("error") else "ok" if rec["ok"] else "refused",
+                              "t_ns": rec["t"],
+                              **({"retries": rec["retries"]} if "retries" in rec else {}),
+                              **({"error": rec["error"]} if rec.get("error") else {})})
         return lines

@@ -95,6 +95,12 @@ def test_celery_agrees_with_sequential(case):
 BANK = {"delay": 0.002, "trials": 10}
 
 
+def _every_op_once(details: dict, planned: int) -> None:
+    """The checker counted every planned operation exactly once, against the plan."""
+    assert details["planned"] == details["applied_once"] == planned, details
+    assert details["lost_ops"] == details["duplicated_ops"] == details["unplanned_ops"] == 0, details
+
+
 def test_bank_none_violates_nearly_always():
     rec = celery("bank", strategy="none", **BANK)
     details = rec["verdict"]["details"]
@@ -102,6 +108,7 @@ def test_bank_none_violates_nearly_always():
     assert details["trials"] == 10
     assert details["violating_trials"] >= 9, details
     assert details["errors"] == []
+    _every_op_once(details, 10 * 2 * 100)  # updates are lost through Redis, operations are not
 
 
 @pytest.mark.parametrize("strategy", ["lock", "atomic", "optimistic", "queue"])
@@ -114,6 +121,7 @@ def test_bank_safe_strategies_never_violate(strategy):
     assert details["lost_updates"] == 0 and details["money_created"] == details["money_lost"] == 0
     assert details["errors"] == []
     assert len(history) == 10 * 2 * 100  # every deposit and withdrawal of every trial
+    _every_op_once(details, 10 * 2 * 100)
     if strategy == "optimistic":
         assert isinstance(details["retries"], int) and details["retries"] >= 0
         assert all(isinstance(line["retries"], int) and line["retries"] >= 0 for line in history)
@@ -129,6 +137,7 @@ def test_bank_transfers_conserve_money(strategy):
     assert rec["verdict"]["ok"], rec["verdict"]
     assert details["violating_trials"] == 0 and details["negative_balances"] == 0, details
     assert details["drift_per_trial"] == [0, 0]
+    _every_op_once(details, 2 * 2 * 20)
     assert rec["answer_digest"] == run("bank", "sequential", 1, strategy=strategy, mode="transfers",
                                        trials=2, ops=20, delay=0.002)["answer_digest"]
 
