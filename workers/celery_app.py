@@ -20,11 +20,13 @@ from celery import Celery
 from celery.signals import celeryd_after_setup
 
 from workers.base import peak_rss
+from workers.delivery import ENV as DELIVERY_ENV, get_mode
 import workers.redis_state  # noqa: F401  (registers the JSON types of shared-state handles)
 
 TASK_CALL = "taskrace.call"
 TASK_ACTOR = "taskrace.actor"
 TASK_PING = "taskrace.ping"
+TASK_OP = "taskrace.op"
 ALLOWED_PREFIX = "scenarios."
 
 
@@ -33,7 +35,7 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if v is None else v.strip().lower() in ("1", "true", "yes", "on")
 
 
-def make_app(broker_url: str) -> Celery:
+def make_app(broker_url: str, delivery: str | None = None) -> Celery:
     app = Celery("taskrace", broker=broker_url, backend=broker_url)
     app.conf.update(
         # JSON everywhere: accept_content is what the worker will *decode*;
@@ -57,12 +59,21 @@ def make_app(broker_url: str) -> Celery:
         worker_send_task_events=False, task_send_sent_event=False,  # less broker chatter
         enable_utc=True,
     )
+    delivery = delivery or os.environ.get(DELIVERY_ENV)
+    if delivery:  # a fault run: the mode's exact settings, on the harness and every worker
+        mode = get_mode(delivery)
+        app.conf.update(mode.settings)
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                             **mode.transport_options}
     app.task(name=TASK_CALL, bind=True)(_call)
     # Actors run for the whole race and wait on each other. acks_late + prefetch 1 means
     # a worker process holds only the actor it is running, never a second one queued
     # behind it (which would deadlock a producer waiting for its consumer).
     app.task(name=TASK_ACTOR, bind=True, acks_late=True)(_call)
     app.task(name=TASK_PING, bind=True)(_ping)
+    # The fault lab's operations: no result (progress is counted where the effect lands,
+    # in the state store), and the delivery's redelivered flag handed to the function.
+    app.task(name=TASK_OP, bind=True, ignore_result=True)(_op)
     return app
 
 
@@ -123,6 +134,13 @@ def _call(self, fn_path: str, args: list | None = None) -> dict:
     # container in the compose lab) without any access to the Docker engine.
     return {"value": value, "error": error, "started": started, "finished": finished,
             "worker": _worker_id(self), "cpu_s": time.thread_time() - cpu0, "max_rss": peak_rss()}
+
+
+def _op(self, fn_path: str, args: list) -> None:
+    """One operation of the fault lab. Errors propagate (Celery logs them): the fault lab
+    counts effects in the state store, not task results."""
+    info = self.request.delivery_info or {}
+    _resolve(fn_path)(*args, redelivered=bool(info.get("redelivered")), worker=_worker_id(self))
 
 
 def _ping(self) -> dict:

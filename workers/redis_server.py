@@ -102,6 +102,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# How the server keeps its data across a restart (the fault lab's restart-broker):
+# aof: every write appended to a file, fsync'd every second (a process kill loses nothing
+#      that reached the kernel); rdb: Redis's default snapshot points (a short run is
+#      never snapshotted, so a kill loses it all); none: memory only.
+PERSISTENCE = {
+    "none": ["--save", "", "--appendonly", "no"],
+    "aof": ["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"],
+    "rdb": ["--appendonly", "no"],  # no --save: the server's default snapshot points
+}
+
+
 class EmbeddedRedis:
     """Private redis-server on 127.0.0.1:<random>, password protected.
 
@@ -109,7 +120,11 @@ class EmbeddedRedis:
     ...     url = r.url
     """
 
-    def __init__(self, binary: str | None = None, start_timeout: float = 10.0):
+    def __init__(self, binary: str | None = None, start_timeout: float = 10.0,
+                 persistence: str = "none"):
+        if persistence not in PERSISTENCE:
+            raise ValueError(f"unknown --broker-persistence {persistence!r}; choose from: {', '.join(PERSISTENCE)}")
+        self.persistence = persistence
         self.binary = binary or find_redis_server()
         self.start_timeout = start_timeout
         self.password = secrets.token_hex(24)
@@ -169,6 +184,21 @@ class EmbeddedRedis:
             self.tmpdir = None
         atexit.unregister(self.stop)
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would: no shutdown save, no clean-up. The data
+        directory stays for ``restart``."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self) -> None:
+        """Start again on the same port, password and data directory (what a supervisor
+        does after a crash); returns once it answers PING, i.e. after it loaded its data."""
+        if self._proc is not None or not self.tmpdir:
+            raise RuntimeError("restart() needs a server that was started and then killed")
+        self._spawn(Path(self.tmpdir, "redis.conf"), port=self.port)
+
     def __enter__(self) -> "EmbeddedRedis":
         return self.start()
 
@@ -183,12 +213,12 @@ class EmbeddedRedis:
             return "(no log)"
         return " | ".join(line.strip() for line in lines[-n:])
 
-    def _spawn(self, conf: Path) -> None:
-        self.port = _free_port()
+    def _spawn(self, conf: Path, port: int | None = None) -> None:
+        self.port = port or _free_port()
         log = open(Path(self.tmpdir, "redis.log"), "ab")
         self._proc = subprocess.Popen(
             [self.binary, str(conf), "--bind", HOST, "--port", str(self.port),
-             "--dir", self.tmpdir, "--save", "", "--appendonly", "no",
+             "--dir", self.tmpdir, *PERSISTENCE[self.persistence],
              "--protected-mode", "yes", "--daemonize", "no"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             cwd=self.tmpdir, start_new_session=True,  # no terminal Ctrl-C races with stop()

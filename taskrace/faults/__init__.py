@@ -1,0 +1,1 @@
+"""The fault lab: inject a fault while work runs, and count what it did to the work."""

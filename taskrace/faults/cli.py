@@ -1,0 +1,274 @@
+"""``taskrace faults``: the fault lab's command line, its tables and its JSON.
+
+With no options it runs the default matrix on the embedded cluster (no Docker):
+kill-worker, pause-worker and restart-broker (AOF and none) under the three delivery
+modes, then the shared-memory contrast (a lock whose holder dies), and prints one table
+per fault with what each mode promised beside what happened.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from taskrace.faults.nemesis import FAULTS
+from taskrace.faults.run import WORKLOADS, FaultSpec, run_fault
+from workers.delivery import MODES
+from workers.redis_server import PERSISTENCE
+
+DEFAULT_FAULTS = ("kill-worker", "pause-worker", "restart-broker")
+DEFAULT_BROKER_PERSISTENCE = ("aof", "none")  # for faults that touch the broker
+SCHEMA = "taskrace.faults/1"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class FaultsUsage(ValueError):
+    """Bad input for ``taskrace faults``: one line, exit 2."""
+
+
+def add_faults_parser(sub) -> None:
+    p = sub.add_parser("faults", help="inject faults into the celery tier and count lost and "
+                       "duplicated operations against the plan")
+    p.add_argument("--fault", default=",".join(DEFAULT_FAULTS),
+                   help=f"comma list from: {', '.join(FAULTS)} (default: {','.join(DEFAULT_FAULTS)})")
+    p.add_argument("--mode", default=",".join(MODES),
+                   help=f"delivery modes, comma list from: {', '.join(MODES)} (default: all)")
+    p.add_argument("--workload", default="bank", help=f"bank or jobs ({'; '.join(WORKLOADS.values())})")
+    p.add_argument("--broker-persistence", default=None,
+                   help="for faults that touch the broker, comma list from: "
+                        f"{', '.join(PERSISTENCE)} (default: aof,none); other faults run on aof")
+    p.add_argument("-n", "--workers", type=int, default=2, help="worker nodes (default 2)")
+    p.add_argument("--ops", type=int, default=60, help="planned operations per run (default 60)")
+    p.add_argument("--work", type=float, default=0.05, help="seconds of work per operation (default 0.05)")
+    p.add_argument("--at", type=int, default=None, help="inject once this many operations have "
+                   "started (default: a third of --ops)")
+    p.add_argument("--hold", type=float, default=None, help="seconds a pause lasts at most "
+                   "(default: past at-least-once's visibility timeout)")
+    p.add_argument("--no-contrast", action="store_true",
+                   help="skip the shared-memory contrast (a lock whose holder is killed)")
+    p.add_argument("--lab", action="store_true",
+                   help="act on the compose lab's containers instead of local processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="FILE", help="write the records here (JSON)")
+    p.add_argument("--report", metavar="DIR", help="write the timeline charts and an HTML page here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _choices(text: str, valid, what: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    if not names:
+        raise FaultsUsage(f"{what} needs at least one name; choose from: {', '.join(valid)}")
+    for name in names:
+        if name not in valid:
+            raise FaultsUsage(f"unknown {what} {name!r}; choose from: {', '.join(valid)}")
+    return names
+
+
+def plan_matrix(args) -> list[FaultSpec]:
+    """Every run of the matrix, validated before anything starts."""
+    faults = _choices(args.fault, FAULTS, "fault")
+    modes = _choices(args.mode, MODES, "mode")
+    if args.workload not in WORKLOADS:
+        raise FaultsUsage(f"unknown workload {args.workload!r}; choose from: {', '.join(WORKLOADS)}")
+    persistences = (_choices(args.broker_persistence, PERSISTENCE, "broker persistence")
+                    if args.broker_persistence else list(DEFAULT_BROKER_PERSISTENCE))
+    if not args.lab:
+        lab_only = [f for f in faults if FAULTS[f].lab_only]
+        if lab_only:
+            raise FaultsUsage(f"fault {lab_only[0]!r} needs the compose lab: add --lab "
+                              f"(with the lab's stack up: docker compose up -d)")
+    if args.lab:
+        raise FaultsUsage("--lab: the fault lab on the compose stack's containers is not built yet; "
+                          "run without --lab for the embedded cluster")
+    specs = []
+    for fault in faults:
+        for persistence in (persistences if FAULTS[fault].touches_broker else ["aof"]):
+            for mode in modes:
+                spec = FaultSpec(fault, mode, args.workload, persistence, args.workers, args.ops,
+                                 args.work, args.at, seed=args.seed, hold_s=args.hold)
+                try:
+                    spec.validate()
+                except ValueError as exc:
+                    raise FaultsUsage(str(exc)) from None
+                specs.append(spec)
+    return specs
+
+
+def _check_writable(path: str | None) -> None:
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise FaultsUsage(f"cannot write {path}: folder {folder} is missing or not writable")
+
+
+def exit_code(records: list[dict]) -> int:
+    """1 when a promise broke or a fault never fired; a loss a mode allows is a result."""
+    return EXIT_FAILED if any(r["kept"] is False for r in records) else EXIT_OK
+
+
+def cmd_faults(args, console: Console) -> int:
+    specs = plan_matrix(args)
+    _check_writable(args.json)
+    err = Console(stderr=True)
+    records, contrast = [], []
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True,
+                        disable=args.no_progress or not err.is_terminal)
+    steps = len(specs) + (0 if args.no_contrast else len(CONTRAST))
+    with progress:
+        task = progress.add_task("faults", total=steps)
+        for spec in specs:
+            label = f"{spec.fault} {spec.mode}" + (f" ({spec.persistence})" if FAULTS[spec.fault].touches_broker else "")
+            progress.update(task, description=label)
+            records.append(run_fault(spec, on_event=lambda text, label=label:
+                                     progress.update(task, description=f"{label}: {text}")))
+            progress.advance(task)
+        if not args.no_contrast:
+            for store, fault in CONTRAST:
+                progress.update(task, description=f"contrast: {fault} on a {store} lock")
+                contrast.append(run_contrast(store, fault))
+                progress.advance(task)
+    print_faults(records, console)
+    if contrast:
+        print_contrast(contrast, console)
+    if args.json:
+        write_json(args.json, records, contrast)
+        console.print(f"results: {len(records)} fault runs written to {args.json}")
+    if args.report:
+        from taskrace.faults.report import write_report
+        console.print(f"report: {write_report(document(records, contrast), args.report)}")
+    return exit_code(records)  # the contrast's deadlock is its lesson, not a broken promise
+
+
+# the shared-memory contrast ------------------------------------------------------------
+CONTRAST = (("multiprocessing", "kill-holder"), ("redis", "kill-holder"), ("redis", "pause-holder"))
+
+
+def run_contrast(store: str, fault: str) -> dict:
+    from taskrace.faults.lockholder import lock_holder_fault
+
+    return lock_holder_fault(store, fault)
+
+
+def print_contrast(rows: list[dict], console: Console) -> None:
+    console.print()
+    console.print("[bold]shared memory under the same kind of fault: a lock whose holder dies or stalls[/]")
+    for r in rows:
+        mark = "[green]kept[/]" if r.get("kept") else "[red]broken[/]"
+        console.print(f"  {r['store']:<15} {r['fault']:<12} {mark}  {r['summary']}", soft_wrap=False)
+
+
+# tables ------------------------------------------------------------------------------
+def _promise_cell(record: dict) -> str:
+    return {True: "[green]kept[/]", False: "[red]BROKEN[/]", None: "[yellow]none[/]"}[record["kept"]]
+
+
+def _money(record: dict) -> str:
+    c = record["counts"]
+    if record["workload"] != "bank":
+        return "-"
+    return f"-{c['money_missing']}/+{c['money_created']}"
+
+
+def _recovery(record: dict) -> str:
+    rec = record.get("recovery")
+    if not record["fired"]:
+        return "no fault"
+    back = rec and rec["victim_applied_s"]
+    return f"{back:.1f}" if back is not None else "never"
+
+
+def fault_title(record: dict) -> str:
+    title = f"{record['fault']}"
+    if FAULTS[record["fault"]].touches_broker:
+        title += f" (broker persistence: {record['broker_persistence']})"
+    return title
+
+
+def faults_table(records: list[dict]) -> Table:
+    """One fault, one row per delivery mode; fits 80 columns (no box, short headers:
+    the legend under the tables spells them out)."""
+    table = Table(title=fault_title(records[0]), title_justify="left", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, padding=(0, 1), collapse_padding=True,
+                  header_style="bold", title_style="bold")
+    for name, justify in [("mode", "left"), ("ops", "right"), ("lost", "right"), ("twice", "right"),
+                          ("units -/+", "right"), ("redel.", "right"), ("WLE", "right"),
+                          ("back s", "right"), ("promise", "left")]:
+        table.add_column(name, justify=justify, no_wrap=True)
+    for r in records:
+        c = r["counts"]
+        table.add_row(r["mode"], str(c["planned"]), str(c["lost"]), str(c["duplicated"]), _money(r),
+                      str(c["redeliveries"]), str(r["worker_lost_errors"]), _recovery(r), _promise_cell(r))
+    return table
+
+
+def notes(record: dict) -> list[str]:
+    """What happened, in words, under the table."""
+    out = [f"{record['mode']}: {record['summary']}"]
+    if record["parked_unacked"]:
+        out.append(f"  {record['parked_unacked']} message(s) left unacked in the broker, back after "
+                   f"{record['delivery']['visibility_timeout_s']} s")
+    if record["counts"]["duplicates_absorbed"]:
+        out.append(f"  the idempotency key stopped {record['counts']['duplicates_absorbed']} repeat execution(s)")
+    if record["timed_out"]:
+        out.append(f"  ended at its deadline ({record['deadline_s']} s): missing then = lost")
+    out.append(f"  {record['verdict']}")
+    return out
+
+
+def print_faults(records: list[dict], console: Console) -> None:
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["fault"], r["broker_persistence"] if FAULTS[r["fault"]].touches_broker else ""),
+                          []).append(r)
+    for rows in groups.values():
+        console.print(faults_table(rows))
+        console.print(f"[dim]{FAULTS[rows[0]['fault']].help}[/]")
+        for r in rows:
+            for line in notes(r):
+                console.print(line, highlight=False)
+        console.print()
+    for line in LEGEND:
+        console.print(f"[dim]{line}[/]")
+    settings = Table(title="what each mode sets", title_justify="left", box=None, show_header=False,
+                     padding=(0, 1), pad_edge=False, style="dim", title_style="dim")
+    settings.add_column(no_wrap=True)
+    settings.add_column()
+    for m in MODES.values():  # the exact settings: what a reader copies into their own app
+        settings.add_row(m.name, m.settings_text().replace(", ", "  "))
+    console.print(settings)
+
+
+LEGEND = ("lost: planned, never applied. twice: applied two or more times.",
+          "units -/+: money missing / created. redel.: deliveries flagged redelivered.",
+          "WLE: WorkerLostErrors logged. back s: from the fault to the victim applied.")
+
+
+# JSON ----------------------------------------------------------------------------------
+def document(records: list[dict], contrast: list[dict]) -> dict:
+    from taskrace.results import environment
+
+    return {"schema": SCHEMA, "environment": environment(), "runs": records, "contrast": contrast}
+
+
+def write_json(path: str, records: list[dict], contrast: list[dict]) -> None:
+    import json
+
+    with open(path, "w") as fh:
+        json.dump(document(records, contrast), fh, indent=1)
+
+
+def main(args, console: Console) -> int:
+    try:
+        return cmd_faults(args, console)
+    except FaultsUsage as exc:
+        Console(stderr=True).print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: taskrace faults")

@@ -1,0 +1,268 @@
+"""One fault run: plan the operations, publish them, inject the fault when k of them have
+started, heal it, wait until nothing more can happen (or the deadline), count.
+
+    plan ──send_task──> broker ──> workers ──EVAL──> ledger (state Redis)
+                                       ▲                  │ progress, every 50 ms
+                        nemesis ───────┘   <──────────────┘ watch loop (this module)
+
+"Nothing more can happen" is checked, not guessed: the queue is empty, no operation is
+running in a live process, and every unacknowledged message left in the broker would be
+restored only after the deadline (at-most-once's are parked for kombu's hour). Then the
+run ends at once; otherwise at the deadline, derived from the work, the fault's hold and
+the mode's visibility timeout, never the 600 s task timeout.
+"""
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+from scenarios import ledger
+from taskrace.faults.checker import count_against_plan, promise_kept, summary
+from taskrace.faults.nemesis import FAULTS, Victim
+from workers.delivery import ENV as DELIVERY_ENV, MODES, get_mode
+
+APPLY_FN = "scenarios.ledger:apply"
+WORKLOADS = {"bank": "transfers between accounts: money is the unit of loss",
+             "jobs": "uniquely numbered jobs: lost = never ran, duplicated = ran twice"}
+POLL_S = 0.05
+QUIET_S = 0.5  # nothing may move for this long before the run is called finished
+
+
+@dataclass
+class FaultSpec:
+    fault: str
+    mode: str
+    workload: str = "bank"
+    persistence: str = "aof"
+    workers: int = 2
+    ops: int = 60
+    work_s: float = 0.05
+    at: int | None = None  # inject after this many operations started (default: a third)
+    accounts: int = 8
+    balance: int = 1000
+    seed: int = 0
+    hold_s: float | None = None  # pause/partition length (default: past the visibility timeout)
+
+    def validate(self) -> None:
+        """Raise ValueError with one line for the user."""
+        if self.fault not in FAULTS:
+            raise ValueError(f"unknown fault {self.fault!r}; choose from: {', '.join(FAULTS)}")
+        get_mode(self.mode)
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {self.workload!r}; choose from: {', '.join(WORKLOADS)}")
+        from workers.redis_server import PERSISTENCE
+        if self.persistence not in PERSISTENCE:
+            raise ValueError(f"unknown --broker-persistence {self.persistence!r}; "
+                             f"choose from: {', '.join(PERSISTENCE)}")
+        if self.workers < 2:
+            raise ValueError("the fault lab needs -n 2 or more: a survivor to take over the work")
+        if not 1 <= self.ops <= 100_000:
+            raise ValueError(f"--ops must be between 1 and 100000, got {self.ops}")
+        if self.at is not None and not 1 <= self.at <= self.ops:
+            raise ValueError(f"--at must be between 1 and --ops ({self.ops}), got {self.at}")
+        if not 0 <= self.work_s <= 10:
+            raise ValueError(f"--work must be between 0 and 10 seconds, got {self.work_s}")
+
+    @property
+    def trigger(self) -> int:
+        return self.at or max(1, self.ops // 3)
+
+
+def plan(spec: FaultSpec) -> tuple[list[dict], list[int]]:
+    """The planned operations (ids, and for the bank the money they move) and the
+    initial balances. Transfers carry no guard: no overdraft check means the final
+    balances follow from the applied operations alone, in any order."""
+    rng = random.Random(spec.seed)
+    if spec.workload == "jobs":
+        return [{"op": f"j{k}", "deltas": []} for k in range(spec.ops)], []
+    ops = []
+    for k in range(spec.ops):
+        src, dst = rng.sample(range(spec.accounts), 2)
+        amount = rng.randint(1, max(1, spec.balance // 20))
+        ops.append({"op": f"t{k}", "deltas": [[src, -amount], [dst, amount]]})
+    return ops, [spec.balance] * spec.accounts
+
+
+def default_hold(mode_name: str) -> float:
+    """A pause that outlasts at-least-once's visibility timeout and one restore sweep."""
+    late = MODES["at-least-once"]
+    return late.visibility_timeout_s + late.restore_period_s + 3
+
+
+def deadline_s(spec: FaultSpec, hold_s: float) -> float:
+    mode = get_mode(spec.mode)
+    work = spec.ops * spec.work_s / spec.workers
+    # A redelivery can take a visibility timeout plus a sweep; at-most-once's hour is
+    # beyond any run, so its unacked messages are reported as parked instead.
+    redelivery = mode.visibility_timeout_s + mode.restore_period_s if mode.visibility_timeout_s < 600 else 0
+    return 3 * work + hold_s + redelivery + 10
+
+
+def _server_time(r) -> float:
+    sec, usec = r.time()
+    return sec + usec / 1e6
+
+
+class _Watch:
+    """What the loop knows about the broker: the queue, and the unacknowledged
+    messages with the time each would be restored."""
+
+    def __init__(self, cluster, mode) -> None:
+        self.cluster, self.mode = cluster, mode
+
+    def broker_state(self) -> dict | None:
+        try:
+            r = self.cluster.broker_client()
+            with r.pipeline(transaction=False) as pipe:
+                pipe.llen(self.cluster.queue)
+                pipe.zrange("unacked_index", 0, -1, withscores=True)
+                pipe.time()
+                queued, unacked, (sec, usec) = pipe.execute()
+        except Exception:  # noqa: BLE001 - a broker being restarted: ask again next poll
+            return None
+        now = sec + usec / 1e6
+        back = self.mode.visibility_timeout_s + self.mode.restore_period_s
+        return {"queued": queued, "unacked": [now - score for _, score in unacked],
+                "restore_in": [max(0.0, score + back - now) for _, score in unacked]}
+
+
+def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
+    """Run one fault under one delivery mode; return its record (JSON-able)."""
+    spec.validate()
+    mode = get_mode(spec.mode)
+    hold = spec.hold_s if spec.hold_s is not None else default_hold(spec.mode)
+    fault = FAULTS[spec.fault](mode, hold)
+    ops, initial = plan(spec)
+    run_id = secrets.token_hex(3)
+    env = {DELIVERY_ENV: mode.name, "TASKRACE_PREFETCH": "1"}
+    if cluster_factory is None:
+        from taskrace.faults.local import LocalCluster
+        cluster_factory = LocalCluster
+    cluster = cluster_factory(run_id, spec.workers, spec.persistence, env)
+    say = on_event or (lambda text: None)
+    app = None
+    store = f"taskrace:fault:{run_id}"
+    try:
+        say("starting workers and brokers")
+        cluster.start()
+        state = cluster.state_client()
+        ledger.create(state, store, initial)
+        from workers.celery_app import TASK_OP, make_app
+
+        app = make_app(cluster.broker_url, mode.name)
+        t0 = _server_time(state)
+        with app.producer_or_acquire() as producer:
+            for op in ops:
+                app.send_task(TASK_OP, args=[APPLY_FN, [store, op, mode.idempotent, spec.work_s]],
+                              queue=cluster.queue, task_id=f"{run_id}.{op['op']}", producer=producer)
+        say(f"{len(ops)} operations published; fault after {spec.trigger} have started")
+        events = _watch(spec, cluster, mode, fault, state, store, t0, hold, say)
+        snap = ledger.snapshot(state, store, len(initial))
+        logs = cluster.logs()
+        ledger.clear(state, store, len(initial))
+    finally:
+        if app is not None:
+            app.close()
+        cluster.close()
+    return _record(spec, mode, fault, ops, initial, snap, events, logs, t0, hold, cluster.where)
+
+
+def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
+    watch = _Watch(cluster, mode)
+    deadline = t0 + deadline_s(spec, hold)
+    ev = {"fired_at": None, "healed_at": None, "victims": [], "timed_out": False, "parked": 0,
+          "queued_at_end": 0, "fault_info": {}}
+    quiet_since = None
+    while True:
+        now = _server_time(state)
+        progress = ledger.progress(state, store)
+        running = {op: w for op, w in progress["running"].items() if cluster.alive(w)}
+        if ev["fired_at"] is None and progress["started"] >= spec.trigger and running:
+            op, worker = sorted(running.items())[-1]
+            victim = Victim(op, worker)
+            say(f"{fault.name}: {op} running on {worker}")
+            fault.inject(cluster, victim)
+            ev.update(fired_at=_server_time(state), victims=[op], fault_info=fault.info,
+                      victim_worker=worker)
+            continue
+        if ev["fired_at"] is not None and ev["healed_at"] is None:
+            done = all(state.hget(ledger.keys(store)["applied"], v) for v in ev["victims"])
+            if fault.heal_due(now - ev["fired_at"], done):
+                fault.heal(cluster)
+                ev["healed_at"] = _server_time(state)
+                say(f"{fault.name}: healed")
+            time.sleep(POLL_S)
+            continue
+        broker = watch.broker_state()
+        remaining = deadline - now
+        quiet = (broker is not None and broker["queued"] == 0 and not running
+                 and all(t > remaining for t in broker["restore_in"]))
+        if quiet and (ev["fired_at"] is not None or progress["applied_distinct"] >= spec.ops):
+            quiet_since = quiet_since or now
+            if now - quiet_since >= QUIET_S:
+                ev["parked"] = len(broker["restore_in"])
+                return ev
+        else:
+            quiet_since = None
+        if now > deadline:
+            ev["timed_out"] = True
+            if broker is not None:
+                ev["parked"], ev["queued_at_end"] = len(broker["restore_in"]), broker["queued"]
+            return ev
+        time.sleep(POLL_S)
+
+
+def _timeline(log: list, ops: list[dict], t0: float) -> dict:
+    """Operations and money over time, from the ledger's own log (Redis's clock)."""
+    amount = {op["op"]: sum(d for _, d in op["deltas"] if d > 0) for op in ops}
+    seen: set = set()
+    points, executions, money = [], 0, 0
+    for t, op, kind, _worker in sorted(log, key=lambda e: e[0]):
+        executions += 1
+        if kind == "applied":
+            money += amount.get(op, 0)
+            seen.add(op)
+        points.append([round(t - t0, 4), len(seen), executions, money])
+    return {"columns": ["t_s", "ops_applied", "executions", "money_moved"], "points": points,
+            "money_planned": sum(amount.values())}
+
+
+def _first_applied_after(log, op_ids, t) -> float | None:
+    times = [e[0] for e in log if e[2] == "applied" and e[1] in op_ids and e[0] >= t]
+    return min(times) if times else None
+
+
+def _record(spec, mode, fault, ops, initial, snap, ev, logs, t0, hold, where) -> dict:
+    counts = count_against_plan(ops, snap["applied"], initial, snap["balances"], snap["skipped"],
+                                snap["redelivered"])
+    durable = spec.persistence != "none" or not fault.touches_broker
+    fired = ev["fired_at"] is not None
+    kept, why = promise_kept(mode, counts, durable, fired)
+    log = snap["log"]
+    recovery = None
+    if fired:
+        victims_back = _first_applied_after(log, set(ev["victims"]), ev["fired_at"])
+        resumed = _first_applied_after(log, {op["op"] for op in ops}, ev["healed_at"] or ev["fired_at"])
+        recovery = {"victim_applied_s": None if victims_back is None else round(victims_back - ev["fired_at"], 3),
+                    "progress_resumed_s": None if resumed is None else round(resumed - ev["fired_at"], 3),
+                    "fault_held_s": round((ev["healed_at"] or ev["fired_at"]) - ev["fired_at"], 3)}
+    return {
+        "fault": spec.fault, "mode": mode.name, "workload": spec.workload,
+        "broker_persistence": spec.persistence, "where": where,
+        "spec": asdict(spec), "delivery": mode.describe(), "hold_s": hold,
+        "fault_info": ev["fault_info"], "victims": ev["victims"],
+        "fired": fired,
+        "fired_at_s": round(ev["fired_at"] - t0, 3) if fired else None,
+        "healed_at_s": round(ev["healed_at"] - t0, 3) if ev["healed_at"] else None,
+        "timed_out": ev["timed_out"], "deadline_s": round(deadline_s(spec, hold), 1),
+        "parked_unacked": ev["parked"], "queued_at_end": ev["queued_at_end"],
+        "counts": counts, "worker_lost_errors": logs.count("WorkerLostError('"),
+        "recovery": recovery,
+        "promise": mode.promise, "kept": kept, "verdict": why,
+        "summary": summary(counts, money=spec.workload == "bank"),
+        "timeline": _timeline(log, ops, t0),
+        "fault_window": [round(ev["fired_at"] - t0, 3), round((ev["healed_at"] or ev["fired_at"]) - t0, 3)]
+        if fired else None,
+    }
