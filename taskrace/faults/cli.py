@@ -52,6 +52,8 @@ def add_faults_parser(sub) -> None:
                    help="skip the shared-memory contrast (a lock whose holder is killed)")
     p.add_argument("--lab", action="store_true",
                    help="act on the compose lab's containers instead of local processes")
+    p.add_argument("--repeat", type=int, default=1, help="runs per fault and mode; with 2 or more, "
+                   "a table of recovery times (median, min-max) follows: the fault lab's benchmark")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="FILE", help="write the records here (JSON)")
     p.add_argument("--report", metavar="DIR", help="write the timeline charts and an HTML page here")
@@ -70,6 +72,8 @@ def _choices(text: str, valid, what: str) -> list[str]:
 
 def plan_matrix(args) -> list[FaultSpec]:
     """Every run of the matrix, validated before anything starts."""
+    if not 1 <= args.repeat <= 100:
+        raise FaultsUsage(f"--repeat must be between 1 and 100, got {args.repeat}")
     faults = _choices(args.fault, FAULTS, "fault")
     modes = _choices(args.mode, MODES, "mode")
     if args.workload not in WORKLOADS:
@@ -94,7 +98,7 @@ def plan_matrix(args) -> list[FaultSpec]:
                     spec.validate()
                 except ValueError as exc:
                     raise FaultsUsage(str(exc)) from None
-                specs.append(spec)
+                specs += [spec] * args.repeat
     return specs
 
 
@@ -133,6 +137,8 @@ def cmd_faults(args, console: Console) -> int:
                 contrast.append(run_contrast(store, fault))
                 progress.advance(task)
     print_faults(records, console)
+    if args.repeat > 1:
+        console.print(recovery_table(records))
     if contrast:
         print_contrast(contrast, console)
     if args.json:
@@ -246,6 +252,38 @@ def print_faults(records: list[dict], console: Console) -> None:
 LEGEND = ("lost: planned, never applied. twice: applied two or more times.",
           "units -/+: money missing / created. redel.: deliveries flagged redelivered.",
           "WLE: WorkerLostErrors logged. back s: from the fault to the victim applied.")
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "never"
+    values = sorted(values)
+    median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+    return f"{median:.1f} ({values[0]:.1f}-{values[-1]:.1f})" if len(values) > 1 else f"{median:.1f}"
+
+
+def recovery_table(records: list[dict]) -> Table:
+    """The benchmark: per fault and mode, how long until the victim operation was applied
+    and until work resumed, median (min-max) over the repeats; and how often it lost."""
+    table = Table(title="recovery, median (min-max) over the repeats", title_justify="left",
+                  box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1),
+                  collapse_padding=True, header_style="bold", title_style="bold")
+    for name, justify in [("fault", "left"), ("mode", "left"), ("runs", "right"),
+                          ("back s", "right"), ("resumed s", "right"), ("lost", "right")]:
+        table.add_column(name, justify=justify, no_wrap=True)
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        label = r["fault"] + (f" {r['broker_persistence']}" if FAULTS[r["fault"]].touches_broker else "")
+        groups.setdefault((label, r["mode"]), []).append(r)
+    for (label, mode), rows in groups.items():
+        fired = [r for r in rows if r["fired"] and r["recovery"]]
+        back = [r["recovery"]["victim_applied_s"] for r in fired if r["recovery"]["victim_applied_s"] is not None]
+        resumed = [r["recovery"]["progress_resumed_s"] for r in fired
+                   if r["recovery"]["progress_resumed_s"] is not None]
+        lost = sorted(r["counts"]["lost"] for r in rows)
+        table.add_row(label, mode, str(len(rows)), _spread(back), _spread(resumed),
+                      f"{lost[0]}-{lost[-1]}" if lost[0] != lost[-1] else str(lost[0]))
+    return table
 
 
 # JSON ----------------------------------------------------------------------------------

@@ -178,9 +178,14 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
     while True:
         now = _server_time(state)
         progress = ledger.progress(state, store)
-        running = {op: w for op, w in progress["running"].items() if cluster.alive(w)}
-        if ev["fired_at"] is None and progress["started"] >= spec.trigger and running:
-            op, worker = sorted(running.items())[-1]
+        running = {op: (w, t) for op, (w, t) in progress["running"].items() if cluster.alive(w)}
+        # The victim: the operation with the most work still ahead of it, and only if at
+        # least 40 % is (else the next poll): a fault must hit work in flight, not work
+        # that finishes while the signal is on its way.
+        ahead = 0.6 * spec.work_s if spec.work_s else float("inf")
+        fresh = sorted((t, op, w) for op, (w, t) in running.items() if time.time() - t < ahead)
+        if ev["fired_at"] is None and progress["started"] >= spec.trigger and fresh:
+            _, op, worker = fresh[-1]
             victim = Victim(op, worker)
             say(f"{fault.name}: {op} running on {worker}")
             fault.inject(cluster, victim)
