@@ -167,10 +167,12 @@ def test_ctrl_c_stops_workers_and_embedded_redis():
     require_redis_binary()
     with MarkedRun("run", "power-io", "-b", "celery", "-n", "2", "--tasks", "4", "--sleep", "20",
                    drop_env=NO_URL) as run:
+        # Both workers' main processes and pool children (is_celery_worker matches both),
+        # and the embedded redis-server: waited for, not slept for.
         run.wait_for_children(
-            lambda k: _workers_up(2)(k) and any(is_redis_server(p) for p in k), RUN_S,
-            "two celery workers and the embedded redis-server")
-        time.sleep(1.5)  # let the workers come up and take their tasks
+            lambda k: _workers_up(2 * 2)(k) and any(is_redis_server(p) for p in k), RUN_S,
+            "two celery workers with their pool children and the embedded redis-server")
+        time.sleep(1.5)  # let the workers take their tasks
         dirs = tempdirs_of(run.children())
         assert len(run.seen) >= 1 + 2 * 2  # redis-server + 2 x (worker main + pool child)
         run.popen.send_signal(signal.SIGINT)  # to taskrace only; its workers run in sessions of their own

@@ -192,10 +192,12 @@ def test_record_lists_nodes_with_task_counts(observed_run):
     nodes = rec["nodes"]
     run_id = rec["tier"]["queue"].split(".", 1)[1]
     names = {f"taskrace-{run_id}-w1", f"taskrace-{run_id}-w2"}
-    assert {n.split("@")[0] for n in nodes} == names, nodes  # both workers took tasks
+    # Only the run's own workers ran its tasks. How the 4 tasks fell on the two is the
+    # broker's business (a worker slow to poll may get none), so it is counted, not assumed.
+    assert nodes and {n.split("@")[0] for n in nodes} <= names, nodes
     assert all(n.split("@")[1] for n in nodes)  # node names carry the host
     assert sum(nodes.values()) == 4 and all(c >= 1 for c in nodes.values())
-    assert rec["task_timing"]["workers_used"] == 2
+    assert rec["task_timing"]["workers_used"] == len(nodes)
 
 
 def test_record_has_per_node_resource_use(observed_run):

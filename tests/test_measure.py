@@ -37,14 +37,32 @@ def test_sampler_sees_a_busy_child_process():
     assert m["samples"] >= 3
 
 
+def _children() -> tuple[set[int], set[int]]:
+    """(every child pid, the live ones): zombies are listed but not counted by the sampler."""
+    kids = psutil.Process().children(recursive=True)
+    live = set()
+    for p in kids:
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                live.add(p.pid)
+        except psutil.Error:
+            pass
+    return {p.pid for p in kids}, live
+
+
 def test_sampler_counts_cpu_of_this_process():
-    # (multiprocessing's resource tracker may already be a child of this test process)
-    existing = len(psutil.Process().children(recursive=True))
+    # Children left by earlier tests (multiprocessing's resource tracker, a process on its
+    # way out) may exist, and may exit during the window: the count is bounded by those
+    # alive throughout and those present at either end, not equal to a count taken before.
+    all_before, live_before = _children()
     with TreeSampler() as sampler:
         _busy(0.4)
+    all_after, live_after = _children()
     m = sampler.metrics()
     assert m["cpu_seconds"] > 0.2, m
-    assert m["os_processes"] == 1 + existing, m
+    assert 1 + len(live_before & live_after) <= m["os_processes"] <= 1 + len(all_before | all_after), m
+    seen = {p["pid"] for p in m["processes_seen"]}
+    assert os.getpid() in seen and seen - {os.getpid()} <= all_before | all_after, m["processes_seen"]
 
 
 def test_sampler_idle_tree_uses_little_cpu():
@@ -89,7 +107,11 @@ def test_node_metrics_count_cpu_where_tasks_ran():
     per_node = rec["node_metrics"]
     assert sum(m["tasks"] for m in per_node.values()) == 8
     assert all(m["cpu_s"] > 0 and m["max_rss_bytes"] > 0 for m in per_node.values()), per_node
-    assert len(per_node) == 2  # two processes took part
+    assert {node: m["tasks"] for node, m in per_node.items()} == rec["nodes"]
+    # Tasks ran in the pool's processes, never in the caller. How the 8 tasks fall on the
+    # two workers is the scheduler's business (a worker that starts late may get none).
+    pids = {int(node.split("/")[0]) for node in per_node}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2, per_node
 
 
 def test_cpu_percent_is_not_claimed_for_a_window_shorter_than_the_clock_ticks():

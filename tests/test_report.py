@@ -309,8 +309,12 @@ def test_diff_calls_a_change_real_only_beyond_the_spread(real_run, tmp_path):
     doc = copy.deepcopy(real_run["doc"])
     slower = next(r for r in doc["runs"] if r["scenario"] == "power-cpu" and r["backend"] == "processes")
     nudged = next(r for r in doc["runs"] if r is not slower and r["wall"]["max"] > r["wall"]["min"])
-    slower["wall_s"] *= 3  # every repeat three times slower: the ranges cannot overlap
-    slower["wall"] = {k: v * 3 if k in ("median", "min", "max") else v for k, v in slower["wall"].items()}
+    # Every repeat slower by a factor beyond the point's own spread (its slowest repeat
+    # times three): the new fastest is slower than the old slowest, the ranges cannot overlap.
+    factor = 3 * slower["wall"]["max"] / slower["wall"]["min"]
+    before = slower["wall_s"]
+    slower["wall_s"] *= factor
+    slower["wall"] = {k: v * factor if k in ("median", "min", "max") else v for k, v in slower["wall"].items()}
     nudged["wall_s"] = nudged["wall"]["max"]  # moved, but inside its own min-max: noise
     del doc["environment"]["cpu_capacity"]
     b = tmp_path / "b.json"
@@ -318,7 +322,7 @@ def test_diff_calls_a_change_real_only_beyond_the_spread(real_run, tmp_path):
     proc = _diff(real_run["results"], b)
     assert proc.returncode == 0, proc.stderr
     assert f"{len(doc['runs'])} points in both files; 1 changed beyond the spread" in proc.stdout
-    assert "+200.0%" in proc.stdout
+    assert f"{slower['wall_s'] / before - 1:+.1%}" in proc.stdout  # the change, as diff computes it
     assert "B not measured" in proc.stdout
 
 
