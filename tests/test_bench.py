@@ -31,7 +31,10 @@ def positive(x) -> bool:
 
 
 def close(a: float, b: float, rel: float = 2e-3) -> bool:
-    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-3)
+    """Equal up to the rounding of the stored figures (their errors are below 1e-4 of the
+    value here). No absolute slack: per-task times are ~1e-3 s or less, and a tolerance of
+    1e-3 s would call any two of them equal."""
+    return math.isclose(a, b, rel_tol=rel)
 
 
 def assert_spread(s: dict, repeat: int) -> None:
