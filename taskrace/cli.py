@@ -19,8 +19,9 @@ from scenarios import SCENARIOS, get_scenario
 from scenarios.base import BadInput
 from taskrace import __version__
 from taskrace.capacity import describe as describe_capacity, measure_capacity, usable_cpus
-from taskrace.report import print_details, print_runs
-from taskrace.results import BadResults, write_json
+from taskrace.columns import BY_KEY as COLUMN_KEYS, select as select_columns
+from taskrace.report import FORMATS, csv_text, markdown, print_details, print_runs
+from taskrace.results import BadResults, document, write_json
 from taskrace.runner import prepare, run_one
 from workers import TIERS, MissingDependency, UnknownChoice, get_tier
 from workers.base import TierFailure
@@ -101,6 +102,19 @@ def _add_tier_options(p: argparse.ArgumentParser) -> None:
                    help="exit 1 if any invariant is violated, even by an unsafe strategy")
 
 
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """How run and compare print their records: data on stdout, in one of FORMATS."""
+    out = p.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, default="table",
+                     help="stdout gets a table for people (default), markdown, csv, or json (the --json "
+                          "document); with markdown, csv or json, progress and notes go to stderr")
+    which = out.add_mutually_exclusive_group()
+    which.add_argument("--wide", action="store_true",
+                       help="every column, however wide the terminal (default: what fits)")
+    which.add_argument("--columns", metavar="A,B,...",
+                       help=f"these columns in this order, for the table, markdown and csv: {', '.join(COLUMN_KEYS)}")
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="taskrace", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"taskrace {__version__}")
@@ -114,6 +128,7 @@ def build_parser() -> Parser:
     run.add_argument("--history", metavar="FILE", help="bank: write every operation (JSON lines)")
     run.add_argument("-h", "--help", action="store_true")
     _add_tier_options(run)
+    _add_output_options(run)
 
     compare = sub.add_parser("compare", help="the matrix: scenarios x backends x workers")
     compare.add_argument("--scenario", default=",".join(SCENARIOS))
@@ -135,6 +150,7 @@ def build_parser() -> Parser:
     compare.add_argument("--set", action="append", default=[], metavar="SCENARIO.OPTION=VALUE",
                          help="a scenario option, e.g. bank.trials=10 (repeatable)")
     _add_tier_options(compare)
+    _add_output_options(compare)
 
     report = sub.add_parser("report", help="plots (PNG, SVG) and one HTML page from a results file")
     report.add_argument("results", metavar="RESULTS.json", help="written by compare --json or run --json")
@@ -206,21 +222,51 @@ def cmd_run(args, rest: list[str], console: Console) -> int:
         return EXIT_OK
     given = vars(scenario_parser(scenario_cls).parse_args(rest))
     _check_writable(args.json, args.history)
+    columns = _columns(args)
     params = {k: v for k, v in given.items() if v is not None}
     workers = args.workers if args.workers is not None else 1
     scenario, tier = prepare(args.scenario, params, args.backend, workers, tier_options(args), args.seed)
     history: list | None = [] if args.history else None
-    with console.status(f"running {args.scenario} on {args.backend} -n {workers}"):
+    err = Console(stderr=True)
+    with err.status(f"running {args.scenario} on {args.backend} -n {workers}"):
         record = run_one(scenario, tier, history)
-    print_runs([record], title=f"taskrace run {args.scenario}", console=console)
-    print_details(record, console)
+    notes = emit([record], args, columns, console, err, title=f"taskrace run {args.scenario}",
+                 doc=lambda: document([record]))
+    print_details(record, notes)
     if args.json:
         write_json(args.json, [record])
     if history is not None:
         with open(args.history, "w") as fh:
             fh.writelines(json.dumps(line) + "\n" for line in history)
-        console.print(f"history: {len(history)} operations written to {args.history}")
+        notes.print(f"history: {len(history)} operations written to {args.history}")
     return exit_code([record], args.expect_safe)
+
+
+def _columns(args) -> list | None:
+    """--columns, checked before any work starts."""
+    if not getattr(args, "columns", None):
+        return None
+    try:
+        return select_columns(args.columns)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def emit(records: list[dict], args, columns, console: Console, err: Console, title: str, doc) -> Console:
+    """The records on stdout in --format; returns where the notes go. A table is for a
+    person, so its notes follow it on stdout; markdown, csv and json are data for a file
+    or a program (hyperfine's --export-*, pyperf's --table-format=md), so stdout holds
+    nothing else and the notes go to stderr."""
+    if args.format == "table":
+        print_runs(records, title=title, console=console, columns=columns, wide=args.wide)
+        return console
+    if args.format == "json":
+        text = json.dumps(doc(), indent=1, default=str) + "\n"  # what --json FILE writes
+    else:
+        text = (markdown if args.format == "markdown" else csv_text)(records, columns)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return err
 
 
 def exit_code(records: list[dict], expect_safe: bool) -> int:
@@ -318,6 +364,9 @@ def cmd_compare(args, console: Console) -> int:
     if args.files:
         if len(args.files) != 2:
             raise UsageError("compare takes two results files to diff (a.json b.json), or none")
+        if args.format != "table" or args.wide or args.columns:
+            raise UsageError("--format, --wide and --columns shape the results of a run; "
+                             "compare a.json b.json prints its table only")
         from taskrace.diff import print_diff
 
         return print_diff(load_json(args.files[0]), load_json(args.files[1]), console)
@@ -326,8 +375,10 @@ def cmd_compare(args, console: Console) -> int:
     _check_writable(args.json)
     points = plan_compare(args)
     steps = len(points) * (args.repeat + args.warmup)
+    columns = _columns(args)
+    err = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, disable=args.no_progress, transient=True)
+                        TimeElapsedColumn(), console=err, disable=args.no_progress, transient=True)
     capacity = {}
     with progress:
         task = progress.add_task("compare", total=steps)
@@ -346,25 +397,25 @@ def cmd_compare(args, console: Console) -> int:
             progress.update(task, description="measuring CPU capacity")
             capacity["after"] = measure_capacity()
     fits = sweep.derive(records)
-    print_runs(records, title=f"taskrace compare (median of {args.repeat})", console=console)
+    notes = emit(records, args, columns, console, err, title=f"taskrace compare (median of {args.repeat})",
+                 doc=lambda: document(records, fits=fits, capacity=capacity))
     if capacity:
-        console.print(describe_capacity(capacity))
+        notes.print(describe_capacity(capacity))
     if args.json:
         write_json(args.json, records, fits=fits, capacity=capacity)
-        console.print(f"results: {len(records)} points written to {args.json}")
+        notes.print(f"results: {len(records)} points written to {args.json}")
     if args.report:
         from taskrace.html_report import write_report
-        from taskrace.results import document
 
         written = write_report(document(records, fits=fits, capacity=capacity), args.report)
-        console.print(f"report: {written}")
+        notes.print(f"report: {written}")
     for r in records:
         if r["verdict"]["details"].get("failed_in") == "warm-up":
             console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']}: "
                           f"{r['verdict']['details']['note']}[/]")
     disagree = [r for r in records if r.get("agrees_with_sequential") is False]
     for r in disagree:
-        console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']} disagrees with sequential[/]")
+        notes.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']} disagrees with sequential[/]")
     code = exit_code(records, args.expect_safe)
     return EXIT_FAILED if disagree else code
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import html
 import json
-import math
 import os
 import time
 
 from taskrace import plots
 from taskrace.capacity import figures as capacity_figures
-from taskrace.report import panels, series_key
+from taskrace.columns import COLUMNS, Row, seconds
+from taskrace.report import panels, rows_of, series_key
 
 FILENAME = "index.html"
 
@@ -33,16 +33,6 @@ def _fmt(value, spec: str, none: str = "–") -> str:
         return none
     text = format(value, spec)
     return text[1:] if text.startswith("-") and not text.strip("-0.%×,") else text  # no "-0.00"
-
-
-def _secs(value) -> str:
-    """Seconds in the table: three decimals, or enough digits to show a tiny time."""
-    if value is None:
-        return "–"
-    if value >= 0.1 or value == 0:
-        return f"{value:.3f}"
-    digits = -math.floor(math.log10(value)) + 2  # three significant digits, no exponent
-    return f"{value:.{digits}f}"
 
 
 def _labeller(runs: list[dict]):
@@ -72,22 +62,6 @@ def _summaries() -> tuple[dict, dict]:
     except Exception:
         pass
     return scen, tiers
-
-
-def verdict_plain(run: dict) -> tuple[str, str]:
-    """(text, css class) of a run's verdict: the terminal's words without the colours."""
-    v = run.get("verdict") or {}
-    try:
-        from rich.text import Text
-
-        from taskrace.report import verdict_text
-
-        text = Text.from_markup(verdict_text(run)).plain
-    except Exception:
-        text = "ok" if v.get("ok") else f"FAIL {v.get('actual', '')}".strip()
-    if v.get("ok"):
-        return text, "ok"
-    return text, "unsafe" if v.get("unsafe") else "fail"
 
 
 def _repeat_counts(runs: list[dict]) -> tuple[set, set]:
@@ -176,35 +150,32 @@ def section_environment(doc: dict) -> str:
 </section>"""
 
 
-COLUMNS = [("scenario", "l"), ("backend", "l"), ("n", "r"), ("wall s", "r"), ("speedup", "r"),
-           ("eff.", "r"), ("tasks/s", "r"), ("CPU %", "r"), ("peak RSS MB", "r"), ("procs", "r"),
-           ("threads", "r"), ("= seq", "c"), ("verdict", "l")]
+CSS_ALIGN = {"left": "l", "right": "r", "center": "c"}
+
+
+def _cell(column, row: Row) -> str:
+    """One cell of the page's table: the column's text, with a CSS class for a status
+    and, under the median wall time, the min-max of the repeats."""
+    value = column.get(row)
+    if value is None:
+        return "–"
+    text = esc(column.fmt(value))
+    status = column.status(row) if column.status else None
+    if status:
+        text = f"<span class={status}>{text}</span>"
+    w = row.record.get("wall") or {}
+    if column.key == "wall_s" and w.get("n", 0) > 1 and w.get("min") is not None:
+        text += f"<br><span class=dim>{seconds(w['min'])}–{seconds(w['max'])}</span>"
+    return text
 
 
 def section_table(doc: dict) -> str:
-    """The terminal table's columns; wall time also shows the min-max of the repeats."""
-    rows = []
-    label = _labeller(doc["runs"])
-    for r in doc["runs"]:
-        m = r.get("metrics") or {}
-        w = r.get("wall") or {}
-        spread = (f"<br><span class=dim>{_secs(w['min'])}–{_secs(w['max'])}</span>"
-                  if w.get("n", 0) > 1 and w.get("min") is not None else "")
-        agrees = r.get("agrees_with_sequential")
-        text, cls = verdict_plain(r)
-        rss = m.get("peak_rss_bytes")
-        cells = [
-            (esc(label(r)), "l"),
-            (esc(r["backend"]), "l"), (str(r["workers"]), "r"),
-            (_secs(r.get("wall_s")) + spread, "r"), (_fmt(r.get("speedup"), ".2f"), "r"),
-            (_fmt(r.get("efficiency"), ".0%"), "r"), (_fmt(r.get("throughput_per_s"), ",.1f"), "r"),
-            (_fmt(m.get("cpu_percent"), ".0f"), "r"), (_fmt(None if rss is None else rss / 2**20, ",.0f"), "r"),
-            (esc(m.get("os_processes", "–")), "r"), (esc(m.get("threads", "–")), "r"),
-            ({True: "<span class=ok>yes</span>", False: "<span class=fail>no</span>", None: "–"}[agrees], "c"),
-            (f"<span class={cls}>{esc(text)}</span>", "l"),
-        ]
-        rows.append("<tr>" + "".join(f"<td class={a}>{c}</td>" for c, a in cells) + "</tr>")
-    head = "".join(f"<th class={a}>{esc(n)}</th>" for n, a in COLUMNS)
+    """The terminal table's columns, all of them (taskrace.columns); wall time also shows
+    the min-max of the repeats."""
+    rows = rows_of(doc["runs"])
+    body = "".join("<tr>" + "".join(f"<td class={CSS_ALIGN[c.justify]}>{_cell(c, row)}</td>" for c in COLUMNS)
+                   + "</tr>" for row in rows)
+    head = "".join(f"<th class={CSS_ALIGN[c.justify]}>{esc(c.header)}</th>" for c in COLUMNS)
     return f"""
 <section id=table>
 <h2>All points</h2>
@@ -213,7 +184,7 @@ below it; <b>speedup</b> = sequential wall ÷ this wall; <b>eff.</b> = speedup �
 the whole process tree (100 % = one core busy); <b>= seq</b> says whether every repeat's answer matched
 the sequential one (– for strategies that are unsafe on purpose). A yellow verdict is an unsafe strategy
 doing what it is there to show; red is a real failure.</p>
-<div class=scroll><table class=runs><tr>{head}</tr>{"".join(rows)}</table></div>
+<div class=scroll><table class=runs><tr>{head}</tr>{body}</table></div>
 {_executor_notes(doc)}
 </section>"""
 

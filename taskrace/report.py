@@ -1,25 +1,20 @@
-"""Tables for the terminal (rich). Reads result records; knows nothing of tiers."""
+"""Results as tables: for the terminal (rich), as markdown and as CSV, all from the one
+column definition in taskrace.columns. Reads result records; knows nothing of tiers."""
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from taskrace import tables
+from taskrace.columns import COLUMNS, Column, Row, verdict_short, verdict_status
 
-def verdict_text(record: dict) -> str:
-    v = record["verdict"]
-    if "visible" in v:
-        seen = "visible" if v["visible"] else "not visible"
-        return f"[green]ok[/] ({seen})" if v["ok"] else f"[red]FAIL[/] ({seen})"
-    if v["ok"]:
-        return "[green]ok[/]"
-    details = v.get("details", {})
-    if "violating_trials" in details:
-        text = (f"{details['violating_trials']}/{details['trials']} trials violated, "
-                f"{details['lost_updates']} lost updates")
-        return f"[yellow]{text}[/]" if v.get("unsafe") else f"[red]FAIL {text}[/]"
-    return f"[red]FAIL[/] {v.get('actual')}"
+FORMATS = ("table", "markdown", "csv", "json")
 
 
 def series_key(run: dict) -> tuple[str, str]:
@@ -45,36 +40,157 @@ def panels(runs: list[dict]) -> dict[tuple, str]:
     return labels
 
 
-def _fmt(value, spec: str, none: str = "-") -> str:
-    return none if value is None else format(value, spec)
-
-
-def runs_table(records: list[dict], title: str = "taskrace") -> Table:
-    table = Table(title=title, header_style="bold", title_style="bold")
-    for name, justify in [("scenario", "left"), ("backend", "left"), ("n", "right"),
-                          ("wall s", "right"), ("speedup", "right"), ("eff.", "right"),
-                          ("tasks/s", "right"), ("CPU %", "right"), ("peak RSS MB", "right"),
-                          ("procs", "right"), ("threads", "right"), ("= seq", "center"),
-                          ("verdict", "left")]:
-        table.add_column(name, justify=justify)
+def rows_of(records: list[dict]) -> list[Row]:
     labels = panels(records)  # scenario, strategy, and the options a sweep varies
-    for r in records:
-        m = r["metrics"]
-        label = labels[series_key(r)]
-        agrees = r.get("agrees_with_sequential")
-        table.add_row(
-            label, r["backend"], str(r["workers"]), _fmt(r["wall_s"], ".3f"),
-            _fmt(r.get("speedup"), ".2f"), _fmt(r.get("efficiency"), ".0%"),
-            _fmt(r.get("throughput_per_s"), ",.1f"), _fmt(m["cpu_percent"], ".0f"),
-            _fmt(m["peak_rss_bytes"] / 2**20, ",.0f"), str(m["os_processes"]), str(m["threads"]),
-            {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[agrees],
-            verdict_text(r))
-    return table
+    return [Row(r, labels[series_key(r)]) for r in records]
 
 
-def print_runs(records: list[dict], title: str = "taskrace", console: Console | None = None) -> None:
+def _has_values(column: Column, rows: list[Row]) -> bool:
+    return any(column.get(row) is not None for row in rows)
+
+
+# --- the terminal table ------------------------------------------------------------------------
+
+STYLE = {"ok": "green", "unsafe": "yellow", "fail": "red"}
+# When even the compact set does not fit at two lines per row (a terminal under 80
+# columns, an unusually long label), these go first, in this order: what is left still
+# says which tier was how fast and whether it was right.
+DROP_FIRST = ("tasks_per_s", "cpu_percent", "agrees", "speedup")
+BANK_KEY = ("viol. = trials that ended with money created or lost; lost = updates overwritten "
+            "by another actor (the unsafe strategy doing what it is there to show)")
+
+
+@dataclass
+class RunsTable:
+    table: Table
+    width: int  # characters the table needs: more than the console only when asked for (--wide)
+    notes: list[str]  # lines to print under it
+
+
+def _cells(rows: list[Row], columns: list[Column]) -> tuple[dict[str, list[Text]], list[str]]:
+    """Every cell of the terminal table, and the notes its short forms refer to: the full
+    text of each real failure, numbered in the verdict cell."""
+    cells: dict[str, list[Text]] = {}
+    notes: list[str] = []
+    for column in columns:
+        out = cells[column.key] = []
+        for row in rows:
+            text = column.short(row) if column.short else column.text(row)
+            if column.key == "verdict" and verdict_status(row.record) == "fail":
+                v = row.record["verdict"]
+                notes.append(f"[{len(notes) + 1}] {row.label} on {row.record['backend']} -n "
+                             f"{row.record['workers']}: expected {v.get('expected')}; actual {v.get('actual')}")
+                text += f" [{len(notes)}]"
+            out.append(Text(text, style=STYLE.get(column.status(row) if column.status else None, "")))
+    return cells, notes
+
+
+def _choose(pool: list[Column], need: dict[str, tables.Need], width: int) -> dict[str, int]:
+    """Column key -> width: the compact columns (dropping DROP_FIRST ones only if two
+    lines per row cannot fit), unwrapped where room allows; then, once every row is on
+    one line, the wide columns that still fit, in their order."""
+    shown = [c for c in pool if c.compact]
+    for key in DROP_FIRST:
+        if tables.total([need[c.key].two for c in shown]) <= width:
+            break
+        shown = [c for c in shown if c.key != key]
+    widths = dict(zip((c.key for c in shown), tables.widen([need[c.key] for c in shown], width)))
+    if all(widths[c.key] >= need[c.key].flat for c in shown):
+        for column in (c for c in pool if not c.compact):
+            for w in (need[column.key].one, need[column.key].flat):  # the header on two lines if need be
+                if tables.total(list(widths.values()) + [w]) <= width:
+                    widths[column.key] = w
+                    break
+    return widths
+
+
+def runs_table(records: list[dict], title: str, width: int, columns: list[Column] | None = None,
+               wide: bool = False) -> RunsTable:
+    """The records as a table for a terminal ``width`` columns wide. By default, the
+    compact columns (and the wide ones the width leaves room for); ``wide``: every column;
+    ``columns``: those. Columns with no value in any row (a single run has no speedup)
+    are left out unless named."""
+    rows = rows_of(records)
+    pool = columns or [c for c in COLUMNS if _has_values(c, rows)]
+    cells, notes = _cells(rows, pool)
+    need = {c.key: tables.needs(c.header, cells[c.key]) for c in pool}
+    if columns or wide:
+        fits = tables.total([need[c.key].two for c in pool]) <= width
+        widths = dict(zip((c.key for c in pool), tables.widen([need[c.key] for c in pool], width) if fits
+                          else [need[c.key].flat for c in pool]))  # wider than the terminal, as asked
+    else:
+        widths = _choose(pool, need, width)
+    shown = [c for c in pool if c.key in widths]
+    hidden = [c for c in pool if c.key not in widths]
+    table = tables.make(title, [c.header for c in shown], [c.justify for c in shown],
+                        [[cells[c.key][i] for c in shown] for i in range(len(rows))],
+                        [widths[c.key] for c in shown])
+    if any(c.key == "verdict" for c in shown) and any(
+            verdict_status(r.record) == "unsafe" and "viol." in verdict_short(r.record) for r in rows):
+        notes.append(BANK_KEY)
+    if hidden:
+        notes.append(f"more columns: {', '.join(c.header for c in hidden)} "
+                     "(--wide, --columns, or a wider terminal)")
+    return RunsTable(table, tables.total([widths[c.key] for c in shown]), notes)
+
+
+def print_runs(records: list[dict], title: str = "taskrace", console: Console | None = None,
+               columns: list[Column] | None = None, wide: bool = False) -> None:
     console = console or Console()
-    console.print(runs_table(records, title))
+    out = runs_table(records, title, console.width, columns, wide)
+    if out.width > console.width:
+        # Asked for (--wide, --columns): wider than the terminal, but never cut. Rich lays
+        # a table out within the console's width, so lend it the table's for this print.
+        width = console.width
+        console.width = out.width
+        try:
+            console.print(out.table)
+        finally:
+            console.width = width
+    else:
+        console.print(out.table)
+    for note in out.notes:
+        console.print(note, style="dim", markup=False, highlight=False)
+
+
+# --- markdown and CSV: every column with a value, full verdicts, no width to fit ---------------
+
+MD_ALIGN = {"left": ":--", "right": "--:", "center": ":-:"}
+
+
+def markdown(records: list[dict], columns: list[Column] | None = None) -> str:
+    """A pipe table (GitHub, pyperf's --table-format=md): the values as the terminal shows
+    them, the verdict in full."""
+    rows = rows_of(records)
+    cols = columns or [c for c in COLUMNS if _has_values(c, rows)]
+
+    def line(cells):
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    out = [line([c.header for c in cols]), "|" + "|".join(MD_ALIGN[c.justify] for c in cols) + "|"]
+    out += [line([c.text(row) for c in cols]) for row in rows]
+    return "\n".join(out) + "\n"
+
+
+def _csv_value(value):
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def csv_text(records: list[dict], columns: list[Column] | None = None) -> str:
+    """One line per record, every column (a fixed header, for spreadsheets and scripts),
+    the values as the records hold them: seconds, ratios, bytes as MB, unrounded."""
+    rows = rows_of(records)
+    cols = columns or COLUMNS
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([c.key for c in cols])
+    for row in rows:
+        writer.writerow([_csv_value(c.get(row)) for c in cols])
+    return buf.getvalue()
 
 
 def print_details(record: dict, console: Console | None = None) -> None:
