@@ -36,11 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from scenarios.base import BadInput
 from scenarios.mapreduce import sum_of_powers
 from scenarios.power import PowerCPU, calculate_raise_to
+from taskrace import tables
 from taskrace.capacity import measure_capacity
 from taskrace.results import environment
 from taskrace.runner import prepare, run_one
@@ -368,90 +369,105 @@ def bench_celery(plan: Plan, status) -> dict:
 
 
 # output ----------------------------------------------------------------------------------------
-def _secs(s: dict) -> str:
-    return f"{s['median']:.3f} s ({s['min']:.3f}–{s['max']:.3f})"
+# Every table fits 80 columns (taskrace.tables): a measure per row, its median and the
+# min-max of the repeats in one cell that wraps before the range when the terminal is narrow.
+def _range(s: dict, scale: float = 1.0, spec: str = ".3f", unit: str = "") -> str:
+    median = f"{scale * s['median']:{spec}}{unit}"
+    if s["min"] == s["max"]:  # one repeat: a range would only repeat the median
+        return median
+    return f"{median} ({scale * s['min']:{spec}}–{scale * s['max']:{spec}})"
 
 
 def _ms(s: dict) -> str:
-    return f"{1000 * s['median']:.1f} ms ({1000 * s['min']:.1f}–{1000 * s['max']:.1f})"
+    """Milliseconds: one decimal under 100 ms, whole ones above (the noise is larger)."""
+    return _range(s, 1000, ".1f" if s["max"] < 0.1 else ".0f")
 
 
 def _tax(median: float, per_repeat: dict) -> str:
-    return (f"{100 * median:+.1f} % ({100 * per_repeat['min']:+.1f}…{100 * per_repeat['max']:+.1f})"
+    return (f"{100 * median:+.1f} % ({100 * per_repeat['min']:+.1f} to {100 * per_repeat['max']:+.1f})"
             if per_repeat["min"] != per_repeat["max"] else f"{100 * median:+.1f} %")
 
 
-def _verdict(met: bool) -> str:
-    return "[green]PASS[/]" if met else "[yellow]MISS[/]"
+def _verdict(met: bool) -> Text:
+    return Text("PASS", style="green") if met else Text("MISS", style="yellow")
 
 
-def _table(title: str, columns: list[str]) -> Table:
-    t = Table(title=title, title_justify="left")
-    for i, col in enumerate(columns):
-        t.add_column(col, justify="left" if i == 0 else "right")
-    return t
+MEASURE = [tables.Spec("measure"), tables.Spec("median (min–max)", "right"), tables.Spec("goal", "right"),
+           tables.Spec("")]
 
 
 def print_report(result: dict, console: Console) -> None:
     plan = result["settings"]
-    console.print(f"[bold]taskrace bench[/]: medians of {plan['repeat']} runs, (min–max); tax per repeat in "
-                  f"brackets; {result['environment']['cpus_usable']} usable CPUs"
+    width = console.width
+    console.print(f"[bold]taskrace bench[/]: medians of {plan['repeat']} runs (min–max); tax: of the medians "
+                  f"(per repeat, lowest to highest); {result['environment']['cpus_usable']} usable CPUs"
                   + (" [yellow](--quick: rough numbers)[/]" if plan["quick"] else ""))
     sp = result["speedup"]
     p = plan["power_params"]
-    t = _table(f"1. power-cpu ({p['tasks']} tasks, size {p['size']}, exponent {p['exponent']}+) "
-               f"through the harness", ["", "sequential", f"processes -n {sp['workers']}", "ratio", "goal", "",
-                                        "same ratio, stdlib", "processes tree CPU", "CPU capacity"])
+    console.print(f"[bold]1. power-cpu ({p['tasks']} tasks, size {p['size']}, exponent {p['exponent']}+) "
+                  "through the harness[/]")
     cpu = sp["processes_cpu_percent"]
     caps = [c["capacity"] for c in (result.get("cpu_capacity") or {}).values()]
-    t.add_row("wall_s", _secs(sp["sequential_s"]), _secs(sp["processes_s"]),
-              f"{sp['ratio']:.2f}x ({sp['ratio_per_repeat']['min']:.2f}–{sp['ratio_per_repeat']['max']:.2f})",
-              f">= {sp['goal_min']}x", _verdict(sp["met"]), f"{sp['stdlib_ratio']:.2f}x",
-              f"{cpu['median']:.0f} % ({cpu['min']:.0f}–{cpu['max']:.0f})" if cpu else "n/a",
-              " / ".join(f"{c:.2f}x" for c in caps) or "n/a")
-    console.print(t)
+    rows = [["sequential wall", _range(sp["sequential_s"], unit=" s"), "", ""],
+            [f"processes -n {sp['workers']} wall", _range(sp["processes_s"], unit=" s"), "", ""],
+            ["speedup (sequential / processes)", _range(sp["ratio_per_repeat"] | {"median": sp["ratio"]},
+                                                        spec=".2f", unit="x"),
+             f">= {sp['goal_min']}x", _verdict(sp["met"])],
+            ["same ratio, stdlib code", f"{sp['stdlib_ratio']:.2f}x", "", ""],
+            ["processes tree CPU", _range(cpu, spec=".0f", unit=" %") if cpu else "n/a", "", ""],
+            ["CPU capacity, before / after", " / ".join(f"{c:.2f}x" for c in caps) or "n/a", "", ""]]
+    console.print(tables.fitted(None, MEASURE, rows, width))
     if caps and not sp["met"] and min(caps) < sp["goal_min"]:
         console.print(f"[yellow]   the {sp['workers']} CPUs delivered {min(caps):.2f}x one CPU's work at one measure "
                       "(CPU capacity, before / after), below the goal: the machine's own ceiling; the stdlib's "
                       "ratio beside it tells how much of the miss is the harness's[/]")
 
-    t = _table("2. harness tax, local tiers: taskrace vs hand-written stdlib on the same calls, "
-               "start-up excluded on both sides", ["tier", "hand-written baseline", "harness", "baseline",
-                                                  "tax", "goal", ""])
-    for backend, e in result["local_tax"].items():
-        t.add_row(f"{backend} -n {e['workers']}", e["baseline"], _secs(e["harness_s"]), _secs(e["baseline_s"]),
-                  _tax(e["tax"], e["tax_per_repeat"]), f"<= {100 * e['goal_max']:.0f} %", _verdict(e["met"]))
-    console.print(t)
+    console.print("[bold]2. harness tax, local tiers: taskrace vs hand-written stdlib on the same calls, "
+                  "start-up excluded on both sides[/]")
+    goal = max(e["goal_max"] for e in result["local_tax"].values())
+    specs = [tables.Spec("tier"), tables.Spec("harness s", "right"), tables.Spec("stdlib s", "right"),
+             tables.Spec(f"tax (goal ≤{100 * goal:.0f}%)", "right"), tables.Spec("")]
+    rows = [[f"{backend} -n {e['workers']}", _range(e["harness_s"]), _range(e["baseline_s"]),
+             _tax(e["tax"], e["tax_per_repeat"]), _verdict(e["met"])]
+            for backend, e in result["local_tax"].items()]
+    console.print(tables.fitted(None, specs, rows, width))
+    console.print("   stdlib code: " + "; ".join(f"{backend}: {e['baseline']}" for backend, e in result["local_tax"].items()),
+                  highlight=False)
 
     c = result.get("celery")
     if c is None:
         console.print("[dim]3. celery: skipped (--skip-celery)[/]")
         return
-    t = _table(f"3. celery -n {c['workers']} ({c['tier']['pool']}, prefetch {c['tier']['prefetch_multiplier']}), "
-               f"{c['tasks']} tasks ({10 * c['tasks']} chunked): taskrace tier.map vs a plain Celery group, same workers and queue",
-               ["workload", "harness", "plain", "tasks/s h / p", "µs/task", "tax", "goal", ""])
-    for name, e in c["workloads"].items():
-        label = f"{name} (chunk {e['chunk']})" if e["chunk"] > 1 else name
-        t.add_row(label, _ms(e["harness_s"]), _ms(e["plain_s"]),
-                  f"{e['harness_rate_per_s']:,.0f} / {e['plain_rate_per_s']:,.0f}",
-                  f"{1e6 * e['harness_per_task_s']:,.0f}", _tax(e["tax"], e["tax_per_repeat"]),
-                  f"<= {100 * e['goal_max']:.0f} %", _verdict(e["met"]))
-    console.print(t)
+    console.print(f"[bold]3. celery -n {c['workers']} ({c['tier']['pool']}, prefetch {c['tier']['prefetch_multiplier']}), "
+                  f"{c['tasks']} tasks ({10 * c['tasks']} chunked): taskrace tier.map vs a plain Celery group, "
+                  "same workers and queue[/]")
+    goal = max(e["goal_max"] for e in c["workloads"].values())
+    specs = [tables.Spec("workload"), tables.Spec("harness ms", "right"), tables.Spec("plain ms", "right"),
+             tables.Spec("tasks/s", "right"), tables.Spec(f"tax (goal ≤{100 * goal:.0f}%)", "right"),
+             tables.Spec("")]
+    rows = [[f"{name} (chunk {e['chunk']})" if e["chunk"] > 1 else name, _ms(e["harness_s"]), _ms(e["plain_s"]),
+             f"{e['harness_rate_per_s']:,.0f}", _tax(e["tax"], e["tax_per_repeat"]), _verdict(e["met"])]
+            for name, e in c["workloads"].items()]
+    console.print(tables.fitted(None, specs, rows, width))
 
     rt = c["redis_round_trip_s"]
     ra = c["ratios"]
-    t = _table("   celery next to the floor: a raw Redis LPUSH+BRPOP round trip (redis-py)",
-               ["measure", "value", "goal", ""])
-    t.add_row("raw Redis round trip", f"{1e6 * rt['median']:.0f} µs ({1e6 * rt['min']:.0f}–{1e6 * rt['max']:.0f})",
-              "", "")
-    t.add_row("no-op task / round trip", f"{ra['noop_per_task_vs_redis_rtt']:.1f}x", "", "")
-    t.add_row("tiny task / round trip", f"{ra['tiny_per_task_vs_redis_rtt']:.1f}x", "", "")
-    t.add_row(f"tiny task chunked by {c['chunk']} / round trip", f"{ra['tiny_chunked_per_task_vs_redis_rtt']:.2f}x",
-              "", "")
-    t.add_row("chunked / unchunked rate, harness", f"{ra['chunk_gain']:.1f}x",
-              f">= {ra['chunk_gain_goal_min']:.0f}x", _verdict(ra["chunk_gain_met"]))
-    t.add_row("chunked / unchunked rate, plain", f"{ra['chunk_gain_plain']:.1f}x", "", "")
-    console.print(t)
+    w = c["workloads"]
+    console.print("[bold]   celery next to the floor: a raw Redis LPUSH+BRPOP round trip (redis-py)[/]")
+
+    def per_task(name: str, key: str) -> str:
+        return f"{1e6 * w[name]['harness_per_task_s']:,.0f} µs, {ra[key]:.2f} round trips"
+
+    rows = [["raw Redis round trip", _range(rt, 1e6, ".0f", " µs"), "", ""],
+            ["no-op task", per_task("noop", "noop_per_task_vs_redis_rtt"), "", ""],
+            ["tiny task", per_task("tiny", "tiny_per_task_vs_redis_rtt"), "", ""],
+            [f"tiny task chunked by {c['chunk']}", per_task("tiny_chunked", "tiny_chunked_per_task_vs_redis_rtt"),
+             "", ""],
+            ["chunked / unchunked rate, harness", f"{ra['chunk_gain']:.1f}x", f">= {ra['chunk_gain_goal_min']:.0f}x",
+             _verdict(ra["chunk_gain_met"])],
+            ["chunked / unchunked rate, plain", f"{ra['chunk_gain_plain']:.1f}x", "", ""]]
+    console.print(tables.fitted(None, [tables.Spec("measure"), tables.Spec("value", "right"),
+                                       tables.Spec("goal", "right"), tables.Spec("")], rows, width))
 
 
 def write_result(path: str, result: dict) -> None:

@@ -293,7 +293,7 @@ def status(client, project: str) -> list[dict]:
 
 
 def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+    return "-" if value is None else f"{value / 2**20:,.0f} MiB"
 
 
 def short_command(command: str) -> str:
@@ -312,33 +312,22 @@ def short_command(command: str) -> str:
 
 def print_status(rows: list[dict], project: str, console) -> None:
     """Two tables: the containers (CPU and memory as the engine accounts them), then the
-    processes inside each one, as the seed listed its worker processes."""
-    from rich.table import Table
+    processes inside each one, as the seed listed its worker processes. Both fit the
+    console (taskrace.tables): a long name wraps onto a second line, never cut."""
+    from taskrace.tables import Spec, fitted
 
-    table = Table(title=f"worker containers of compose project {project!r}")
-    table.add_column("container", no_wrap=True)
-    table.add_column("status")
-    table.add_column("celery node", no_wrap=True)
-    table.add_column("procs", justify="right")
-    table.add_column("CPU %", justify="right")
-    table.add_column("memory", justify="right", no_wrap=True)
-    for r in rows:
-        cpu = "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.1f}"
-        table.add_row(r["name"], r["status"], r["node"], str(len(r["processes"]) or "-"), cpu,
-                      _mib(r["memory_bytes"]))
-    console.print(table)
-    procs = Table(title="processes in the running worker containers")
-    procs.add_column("container", no_wrap=True)
-    procs.add_column("pid (host)", justify="right")
-    procs.add_column("%CPU", justify="right")
-    procs.add_column("RSS", justify="right", no_wrap=True)
-    procs.add_column("command")
-    for r in rows:
-        for p in r["processes"]:
-            procs.add_row(r["name"], str(p["pid"]), str(p["cpu_percent"]), f"{p['rss_kb'] / 1024:.0f} MiB",
-                          short_command(p["command"]))
-    if procs.row_count:
-        console.print(procs)
+    specs = [Spec("container"), Spec("status"), Spec("celery node"), Spec("procs", "right"),
+             Spec("CPU %", "right"), Spec("memory", "right")]
+    cells = [[r["name"], r["status"], r["node"], str(len(r["processes"]) or "-"),
+              "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.0f}", _mib(r["memory_bytes"])]
+             for r in rows]
+    console.print(fitted(f"worker containers of compose project {project!r}", specs, cells, console.width))
+    specs = [Spec("container"), Spec("pid (host)", "right"), Spec("%CPU", "right"), Spec("RSS", "right"),
+             Spec("command")]
+    cells = [[r["name"], str(p["pid"]), str(p["cpu_percent"]), f"{p['rss_kb'] / 1024:.0f} MiB",
+              short_command(p["command"])] for r in rows for p in r["processes"]]
+    if cells:
+        console.print(fitted("processes in the running worker containers", specs, cells, console.width))
     running = sum(r["status"] == "running" for r in rows)
     console.print(f"{running} running of {len(rows)} worker containers")
 
