@@ -17,7 +17,7 @@ from rich.table import Table
 
 from taskrace.faults.nemesis import FAULTS
 from taskrace.faults.run import WORKLOADS, FaultSpec, run_fault
-from workers.delivery import MODES
+from workers.delivery import DEFAULT_MODES, MODES
 from workers.redis_server import PERSISTENCE
 
 DEFAULT_FAULTS = ("kill-worker", "pause-worker", "restart-broker")
@@ -35,8 +35,9 @@ def add_faults_parser(sub) -> None:
                        "duplicated operations against the plan")
     p.add_argument("--fault", default=",".join(DEFAULT_FAULTS),
                    help=f"comma list from: {', '.join(FAULTS)} (default: {','.join(DEFAULT_FAULTS)})")
-    p.add_argument("--mode", default=",".join(MODES),
-                   help=f"delivery modes, comma list from: {', '.join(MODES)} (default: all)")
+    p.add_argument("--mode", default=",".join(DEFAULT_MODES),
+                   help=f"delivery modes, comma list from: {', '.join(MODES)} "
+                        f"(default: {','.join(DEFAULT_MODES)})")
     p.add_argument("--workload", default="bank", help=f"bank or jobs ({'; '.join(WORKLOADS.values())})")
     p.add_argument("--broker-persistence", default=None,
                    help="for faults that touch the broker, comma list from: "
@@ -161,16 +162,20 @@ def run_contrast(store: str, fault: str) -> dict:
 
 
 def print_contrast(rows: list[dict], console: Console) -> None:
+    from rich.padding import Padding
+
     console.print()
     console.print("[bold]shared memory under the same kind of fault: a lock whose holder dies or stalls[/]")
+    names = {"multiprocessing": "multiprocessing.Lock", "redis": "redis-py Lock (lease)"}
     for r in rows:
-        mark = "[green]kept[/]" if r.get("kept") else "[red]broken[/]"
-        console.print(f"  {r['store']:<15} {r['fault']:<12} {mark}  {r['summary']}", soft_wrap=False)
+        mark = "[green]kept[/]" if r.get("kept") else f"[red]broken[/] ({', '.join(r.get('broken') or [])})"
+        console.print(f"{names.get(r['store'], r['store'])}, {r['fault']}: {mark}")
+        console.print(Padding(r["summary"], (0, 0, 0, 2), expand=False), highlight=False)
 
 
 # tables ------------------------------------------------------------------------------
 def _promise_cell(record: dict) -> str:
-    return {True: "[green]kept[/]", False: "[red]BROKEN[/]", None: "[yellow]none[/]"}[record["kept"]]
+    return {True: "[green]kept[/]", False: "[red]BROKEN[/]", None: "[yellow]n/a[/]"}[record["kept"]]
 
 
 def _money(record: dict) -> str:
@@ -244,7 +249,8 @@ def print_faults(records: list[dict], console: Console) -> None:
                      padding=(0, 1), pad_edge=False, style="dim", title_style="dim")
     settings.add_column(no_wrap=True)
     settings.add_column()
-    for m in MODES.values():  # the exact settings: what a reader copies into their own app
+    shown = dict.fromkeys(r["mode"] for r in records)
+    for m in (MODES[name] for name in shown):  # the exact settings: what a reader copies into their own app
         settings.add_row(m.name, m.settings_text().replace(", ", "  "))
     console.print(settings)
 
