@@ -443,8 +443,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from taskrace.html_report import write_report
             from taskrace.results import load_json
+            from taskrace.faults.report import load_faults, write_report as write_faults_report
 
-            doc = load_json(args.results)
+            doc = load_faults(args.results)  # "schema": "taskrace.faults/1", else None
+            if doc is not None:
+                write_report = write_faults_report
+            else:  # results, or a bad file: load_json says why in one line
+                doc = load_json(args.results)
             try:
                 written = write_report(doc, args.output)
             except OSError as exc:
