@@ -168,6 +168,8 @@ def build_parser() -> Parser:
                        "$REDIS_URL, else a private Redis started for the run)")
     from taskrace.cluster import add_cluster_parser
     add_cluster_parser(sub)
+    from taskrace.faults.cli import add_faults_parser
+    add_faults_parser(sub)
     return parser
 
 
@@ -431,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args, rest = build_parser().parse_known_args(argv)
         if args.command is None:
-            raise UsageError("choose a command: list, run, compare, report, bench, cluster (taskrace -h for help)")
+            raise UsageError("choose a command: list, run, compare, faults, report, bench, cluster (taskrace -h for help)")
         if args.command != "run" and rest:
             raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
         if args.command == "list":
@@ -459,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from taskrace.bench import main as bench_main
             return bench_main(args, console)
+        if args.command == "faults":
+            from taskrace.faults.cli import main as faults_main
+            return faults_main(args, console)
         if args.command == "cluster":
             from taskrace.cluster import cmd_cluster
             return cmd_cluster(args, console)
