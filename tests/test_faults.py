@@ -225,7 +225,8 @@ def test_drop_connections(mode):
     (["--broker-persistence", "tape"], "unknown broker persistence 'tape'; choose from: none, aof, rdb"),
     (["--workload", "bonds"], "unknown workload 'bonds'"),
     (["--ops", "10", "--at", "11"], "--at must be between 1 and --ops (10), got 11"),
-    (["-n", "1"], "needs -n 2 or more"),
+    (["-n", "1"], "-n must be between 2 and 16"),
+    (["--hold", "-1"], "--hold must be between 0 and 600 seconds"),
     (["--json", "/no/such/dir/f.json"], "cannot write /no/such/dir/f.json"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, expected):

@@ -18,10 +18,14 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 
+from redis.exceptions import RedisError
+
 from scenarios import ledger
 from taskrace.faults.checker import count_against_plan, promise_kept, summary
 from taskrace.faults.nemesis import FAULTS, Victim
+from workers.base import TierFailure
 from workers.delivery import ENV as DELIVERY_ENV, MODES, get_mode
+from workers.redact import redact_text
 
 APPLY_FN = "scenarios.ledger:apply"
 WORKLOADS = {"bank": "transfers between accounts: money is the unit of loss",
@@ -56,8 +60,11 @@ class FaultSpec:
         if self.persistence not in PERSISTENCE:
             raise ValueError(f"unknown --broker-persistence {self.persistence!r}; "
                              f"choose from: {', '.join(PERSISTENCE)}")
-        if self.workers < 2:
-            raise ValueError("the fault lab needs -n 2 or more: a survivor to take over the work")
+        if not 2 <= self.workers <= 16:
+            raise ValueError(f"-n must be between 2 and 16 for the fault lab (a survivor must take "
+                             f"over the work), got {self.workers}")
+        if self.hold_s is not None and not 0 <= self.hold_s <= 600:
+            raise ValueError(f"--hold must be between 0 and 600 seconds, got {self.hold_s}")
         if not 1 <= self.ops <= 100_000:
             raise ValueError(f"--ops must be between 1 and 100000, got {self.ops}")
         if self.at is not None and not 1 <= self.at <= self.ops:
@@ -162,6 +169,10 @@ def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
         snap = ledger.snapshot(state, store, len(initial))
         logs = cluster.logs()
         ledger.clear(state, store, len(initial))
+    except (RuntimeError, TimeoutError, OSError, RedisError) as exc:
+        # a worker that would not start, a broker that would not come back: one line
+        raise TierFailure(redact_text(f"fault lab, {spec.fault} under {spec.mode}: "
+                                      f"{type(exc).__name__}: {exc}".splitlines()[0])) from None
     finally:
         if app is not None:
             app.close()
