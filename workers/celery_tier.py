@@ -31,6 +31,7 @@ import time
 
 from workers.base import Outcome, Tier, TierFailure
 from workers.celery_workers import CELERY_ENV_OVERRIDES, start_worker, stop_workers, wait_ready
+from workers.latency_proxy import LatencyProxy, parse_latency, redis_target, through
 from workers.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
 
@@ -52,7 +53,7 @@ class CeleryTier(Tier):
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
                  concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,
                  task_timeout: float = 600.0, external: bool = False, queue: str | None = None,
-                 scaler=None, **options) -> None:
+                 scaler=None, latency=None, **options) -> None:
         super().__init__(workers, **options)
         if pool not in POOLS:
             raise ValueError(f"unknown --pool {pool!r}; choose from: {', '.join(POOLS)}")
@@ -79,6 +80,18 @@ class CeleryTier(Tier):
         self._main_nodes: list[str] = []
         if self.external and not self.redis_url:
             raise ValueError("external workers need --redis-url or REDIS_URL (the broker they listen on)")
+        # latency: a proxy (workers.latency_proxy) between the workers this tier starts and
+        # Redis, delay +- jitter each way. Only the workers pay it (the broker, results and
+        # shared state they use); the harness reaches Redis directly, as if beside it.
+        self.latency = parse_latency(latency) if latency is not None else None
+        if self.latency is not None and self.external:
+            raise ValueError("--latency delays the workers this tier starts; external workers "
+                             "reach Redis on their own (put the proxy in front of them)")
+        if self.latency is not None and self.redis_url:
+            redis_target(self.redis_url)  # ValueError now for a unix:// broker
+        self._proxy: LatencyProxy | None = None
+        self._proxy_stats: dict = {}
+        self.worker_url: str | None = None
         self.prefix = f"taskrace:{self.run_id}"
         self.url: str | None = None
         self.app = None
@@ -93,9 +106,16 @@ class CeleryTier(Tier):
                 "prefetch_multiplier": self.prefetch, "acks_late": self.acks_late, "chunk": self.chunk,
                 "broker": "embedded" if self._embedded or not self.redis_url else redact_url(self.redis_url),
                 "queue": self.queue, "actor_queue": self.actor_queue, "extra_actor_workers": self.extra_workers,
-                "external_workers": self.external,
+                "external_workers": self.external, "latency": self._latency_record(),
                 "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers],
                 "nodes_for_tasks": self._main_nodes or [w.name for w in self._workers[:self.workers]]}
+
+    def _latency_record(self) -> dict | None:
+        if self.latency is None:
+            return None
+        return {**self.latency.to_dict(), "paid_by": "workers", "round_trip_added_ms":
+                round(2 * self.latency.delay * 1e3, 3), **{k: self._proxy_stats[k] for k in
+                ("connections_total", "bytes_up", "bytes_down") if k in self._proxy_stats}}
 
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -107,6 +127,10 @@ class CeleryTier(Tier):
         else:
             self._embedded = EmbeddedRedis().start()
             self.url = self._embedded.url
+        self.worker_url = self.url
+        if self.latency is not None:
+            self._proxy = LatencyProxy(redis_target(self.url), self.latency).start()
+            self.worker_url = through(self.url, *self._proxy.address)
         from workers.celery_app import make_app  # celery imports only when this tier runs
 
         self.app = make_app(self.url)
@@ -145,7 +169,7 @@ class CeleryTier(Tier):
             self._await_external(self.workers + self.extra_workers + count)
             return
         env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late))}
-        batch = [start_worker(self.url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + k + 1}",
+        batch = [start_worker(self.worker_url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + k + 1}",
                               self._logdir, env=env, queues=queues, concurrency=self.concurrency,
                               pool=self.pool) for k in range(count)]
         self._workers += batch
@@ -156,6 +180,10 @@ class CeleryTier(Tier):
 
     def stop(self, abort: bool = False) -> None:
         stop_workers(self._workers, timeout=3 if abort else 10)
+        if self._proxy is not None:  # after the workers: their warm shutdown still talks to Redis
+            self._proxy_stats = self._proxy.stats()
+            self._proxy.stop()
+            self._proxy = None
         if self._main_nodes and self.app is not None:
             try:  # hand the external workers back as we found them
                 self.app.control.cancel_consumer(self.queue, destination=self._main_nodes,
