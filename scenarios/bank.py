@@ -21,6 +21,13 @@ Strategies (what the actors do around each read-modify-write):
 * ``queue``  message passing: actors send operations to one owner that alone holds the
              balances and applies them one by one. No lock anywhere.
 
+On an event loop (the asyncio tier) the actors are the coroutine twins ``client_async``
+and ``owner_async``, and the race happens only at ``await``: ``none`` awaits the race
+window between its read and its write, and loses updates like threads do; ``lock`` is an
+``asyncio.Lock`` held across that await; ``atomic`` has no await between read and write,
+so nothing can run in between; ``optimistic`` awaits the window, then compares and writes
+with no await between the two; ``queue`` feeds an owner task through an ``asyncio.Queue``.
+
 Every operation is recorded (what it read, what it wrote, when it wrote, on one host's
 monotonic clock). ``audit`` judges a trial against its *plan*, not against what the
 actors say they did, so an operation that never ran, or ran twice, is caught:
@@ -66,11 +73,12 @@ money, which is the lesson.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
 
-from scenarios.base import Execution, Param, Scenario, Verdict, task_errors
+from scenarios.base import Execution, Param, Scenario, Verdict, coroutine_twin, task_errors
 from workers.base import Actor, apply_deltas
 
 STRATEGIES = {
@@ -93,6 +101,11 @@ def read_modify_write(accounts, op: dict, window_s: float) -> dict:
     before = [accounts.read(a) for a, _ in op["deltas"]]
     if window_s:
         time.sleep(window_s)  # computing the new balance; others may write meanwhile
+    return _write_back(accounts, op, before)
+
+
+def _write_back(accounts, op: dict, before: list[int]) -> dict:
+    """The write half of a read-modify-write: what was read, plus the deltas."""
     after = [b + d for b, (_, d) in zip(before, op["deltas"])]
     if op["guard"] and any(v < 0 for v in after):
         return _record(op, before, None, time.monotonic_ns())
@@ -143,6 +156,63 @@ def owner(accounts, channel, clients: int, window_s: float) -> list[dict]:
             continue
         if window_s:
             time.sleep(window_s)
+        before, after = apply_deltas(balances, op["deltas"], op["guard"])
+        history.append(_record(op, before, after, time.monotonic_ns()))
+    for account, value in enumerate(balances):
+        accounts.write(account, value)
+    return history
+
+
+# --- the actors on an event loop ----------------------------------------------------------
+# Same arguments, same records as ``client`` and ``owner``; every wait is an ``await``, the
+# only place where the loop can switch to another actor.
+
+async def read_modify_write_async(accounts, op: dict, window_s: float) -> dict:
+    before = [accounts.read(a) for a, _ in op["deltas"]]
+    if window_s:
+        await asyncio.sleep(window_s)  # the race window: other actors run and may write
+    return _write_back(accounts, op, before)
+
+
+@coroutine_twin(client)
+async def client_async(accounts, lock, channel, ops: list[dict], strategy: str, delay_s: float,
+                       window_s: float) -> list[dict]:
+    history = []
+    jitter = random.Random(ops[0]["op"] if ops else 0)  # the same pauses as ``client``
+    for op in ops:
+        if delay_s:
+            await asyncio.sleep(delay_s * jitter.uniform(0.5, 1.5))
+        if strategy == "queue":
+            await channel.put(op)
+        elif strategy == "atomic":
+            # No await inside: on one loop, nothing else runs until it returns.
+            before, after, t_ns = accounts.apply_atomic(op["deltas"], op["guard"])
+            history.append(_record(op, before, after, t_ns))
+        elif strategy == "optimistic":
+            before, after, t_ns, retries = await accounts.apply_optimistic(op["deltas"], op["guard"],
+                                                                           window_s)
+            history.append(dict(_record(op, before, after, t_ns), retries=retries))
+        elif strategy == "lock":
+            async with lock:  # an asyncio.Lock, held across the window's await
+                history.append(await read_modify_write_async(accounts, op, window_s))
+        else:
+            history.append(await read_modify_write_async(accounts, op, window_s))
+    if strategy == "queue":
+        await channel.put(None)
+    return history
+
+
+@coroutine_twin(owner)
+async def owner_async(accounts, channel, clients: int, window_s: float) -> list[dict]:
+    balances = accounts.snapshot()
+    history, done = [], 0
+    while done < clients:
+        op = await channel.get()
+        if op is None:
+            done += 1
+            continue
+        if window_s:
+            await asyncio.sleep(window_s)  # only the owner touches the balances: safe to await
         before, after = apply_deltas(balances, op["deltas"], op["guard"])
         history.append(_record(op, before, after, time.monotonic_ns()))
     for account, value in enumerate(balances):

@@ -6,14 +6,22 @@ primitives for concurrent actors), and judges the result with its checker. It re
 tier's capability flags where its verdict depends on them, and never names a tier.
 
 Task functions live at module level in the scenario's module so that worker processes
-and Celery workers can import them by name.
+and Celery workers can import them by name. A task that *waits* (sleeps, takes from a
+channel, holds a lock) may also declare an ``async def`` twin with ``@coroutine_twin``:
+a tier that runs an event loop awaits the twin instead, so the wait lets other work run.
+
+Optional hooks (a scenario overrides them where it has something to say; the runner calls
+them on every scenario): ``supported_by`` (refuse a tier before anything starts),
+``actors_needed`` (how many concurrent actors ``execute`` will ask for) and
+``history_lines`` (every operation, for ``--history``).
 """
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 class BadInput(ValueError):
@@ -112,6 +120,45 @@ class Scenario:
 
     def check(self, execution: Execution, tier) -> Verdict:
         raise NotImplementedError
+
+    # optional hooks: the defaults say "nothing special" ----------------------------------
+    def supported_by(self, tier_cls) -> str | None:
+        """Why these parameters cannot run on ``tier_cls`` (one line), or None if they can.
+        Asked before any process starts."""
+        return None
+
+    def actors_needed(self, workers: int) -> int:
+        """How many concurrent actors ``execute`` will start at ``-n workers`` (0: plain
+        tasks only), so a tier can make room for them before the timed run."""
+        return 0
+
+    def history_lines(self, execution: Execution, tier_name: str) -> list[dict]:
+        """Every operation of the run as JSON-able dicts, for ``--history`` (none here)."""
+        return []
+
+
+# --- coroutine twins ---------------------------------------------------------------------
+# An event loop switches tasks only at ``await``: a plain task that sleeps blocks the whole
+# loop. A scenario declares, beside such a task, an ``async def`` that does the same work
+# awaiting instead of blocking; an event-loop tier finds it with ``twin_of``. A task with
+# no twin runs inline on the loop, which is right for pure computing (and shows the cost).
+_TWINS: dict[Callable, Callable] = {}
+
+
+def coroutine_twin(task: Callable):
+    """Decorator: the decorated ``async def`` is ``task``'s twin (same arguments, same
+    result) for tiers that run an event loop."""
+    def declare(twin: Callable) -> Callable:
+        if not inspect.iscoroutinefunction(twin):
+            raise TypeError(f"the coroutine twin of {task.__name__} must be an async def")
+        _TWINS[task] = twin
+        return twin
+    return declare
+
+
+def twin_of(task: Callable) -> Callable | None:
+    """The coroutine twin declared for ``task``, or None: run it as it is."""
+    return _TWINS.get(task)
 
 
 def task_errors(outcomes) -> list[str]:

@@ -4,13 +4,18 @@ One producer puts ``--items`` numbers into a channel of capacity ``--capacity``;
 ``-n`` consumers take them until each gets its stop marker. A full channel blocks the
 producer (back-pressure), so the highest depth seen never exceeds the capacity. The
 checker proves every item was consumed exactly once.
+
+On an event loop the channel is an ``asyncio.Queue(capacity)`` and the actors are the
+coroutine twins below: a full queue suspends the producer at ``await put`` until a
+consumer's ``get`` makes room, which is the same back-pressure on one thread.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
-from scenarios.base import Execution, Param, Scenario, Verdict, task_errors
+from scenarios.base import Execution, Param, Scenario, Verdict, coroutine_twin, task_errors
 from workers.base import Actor
 
 STOP = -1  # items are >= 0, so -1 can mark "no more items" (JSON-safe, unlike a sentinel object)
@@ -31,6 +36,27 @@ def consume(channel, work_s: float) -> list[int]:
     while (item := channel.get()) != STOP:
         if work_s:
             time.sleep(work_s)  # stands for handling the item
+        taken.append(item)
+    return taken
+
+
+@coroutine_twin(produce)
+async def produce_async(channel, items: int, consumers: int) -> dict:
+    max_depth = 0
+    for item in range(items):
+        await channel.put(item)  # suspends here while the queue is full: back-pressure
+        max_depth = max(max_depth, _depth(channel))
+    for _ in range(consumers):
+        await channel.put(STOP)
+    return {"produced": items, "max_depth": max_depth}
+
+
+@coroutine_twin(consume)
+async def consume_async(channel, work_s: float) -> list[int]:
+    taken = []
+    while (item := await channel.get()) != STOP:
+        if work_s:
+            await asyncio.sleep(work_s)
         taken.append(item)
     return taken
 

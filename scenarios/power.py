@@ -5,14 +5,19 @@ thread releases the GIL, so threads overlap the waits and 2 tasks take ~2 s, not
 ``power-cpu`` drops the sleep and makes the arithmetic heavy instead: now the GIL lets
 only one thread compute at a time, so threads take as long as sequential, and only
 processes (or workers elsewhere) use the second core.
+
+On an event loop (the asyncio tier) the task's twin awaits ``asyncio.sleep`` instead: the
+waits overlap like threads', on one thread. The powers themselves never await, so on
+``power-cpu`` each task holds the loop until it is done: one core, as under the GIL.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import time
 
-from scenarios.base import BadInput, Execution, Param, Scenario, Verdict, task_errors
+from scenarios.base import BadInput, Execution, Param, Scenario, Verdict, coroutine_twin, task_errors
 
 CHECKSUM_MODULUS = (1 << 61) - 1  # a Mersenne prime: big results fold into one int
 MAX_RESULT_BITS = 1 << 20  # one power may have at most ~1 Mbit (131 kB): a sane cap
@@ -31,6 +36,15 @@ def calculate_raise_to(x: list[int], y: int, sleep_s: float = 0.0, checksum: boo
     if checksum:
         return sum(powers) % CHECKSUM_MODULUS
     return powers
+
+
+@coroutine_twin(calculate_raise_to)
+async def calculate_raise_to_async(x: list[int], y: int, sleep_s: float = 0.0, checksum: bool = False):
+    """The same on an event loop: the wait is an ``await`` (other tasks run meanwhile);
+    the computing is not, so it blocks the loop for as long as it takes."""
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+    return calculate_raise_to(x, y, 0.0, checksum)
 
 
 @functools.lru_cache(maxsize=8)

@@ -28,14 +28,18 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 from taskrace.capacity import figures as capacity_figures
 from taskrace.report import panels, series_key
 from taskrace.stats import amdahl_speedup
+from workers import TIERS
 
 DPI = 100
 WIDTH_IN = 12.0  # every chart is 1200 px wide
 WIDTH_PX = int(WIDTH_IN * DPI)
 
-KNOWN_BACKENDS = ("sequential", "threads", "processes", "celery")
-COLORS = {"sequential": "#7f7f7f", "threads": "#1f77b4", "processes": "#ff7f0e", "celery": "#2ca02c"}
-EXTRA_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728"]
+KNOWN_BACKENDS = tuple(TIERS)  # the registry's order: a new tier is placed without a list to edit
+# The registered tiers' colours, fixed so that a chart reads the same from file to file;
+# a tier missing here still gets one of EXTRA_COLORS (picked from its name).
+COLORS = {"sequential": "#7f7f7f", "threads": "#1f77b4", "asyncio": "#9467bd", "processes": "#ff7f0e",
+          "celery": "#2ca02c"}
+EXTRA_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#d62728"]
 PHASES = (("queue_wait", "queue wait", "#9ecae1"), ("run", "run", "#3182bd"), ("return", "return", "#fd8d3c"))
 LATENCY_FLOOR_MS = 1e-3  # 1 us: log axes cannot show zero
 STYLE = {

@@ -28,7 +28,7 @@ def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_o
     tier_cls = get_tier(backend)
     if not 1 <= workers <= MAX_WORKERS:
         raise BadInput(f"-n must be between 1 and {MAX_WORKERS}, got {workers}")
-    reason = getattr(scenario, "supported_by", lambda cls: None)(tier_cls)
+    reason = scenario.supported_by(tier_cls)
     if reason:
         raise BadInput(reason)
     try:
@@ -40,13 +40,13 @@ def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_o
 
 def measure(scenario, tier, history: list | None = None) -> dict:
     """One timed run of ``scenario`` on an already started ``tier``: a raw sample."""
-    tier.reserve(getattr(scenario, "actors_needed", lambda n: 0)(tier.workers))
+    tier.reserve(scenario.actors_needed(tier.workers))
     with TreeSampler() as sampler:
         t_run = time.perf_counter()
         execution = scenario.execute(tier)
         wall = time.perf_counter() - t_run
     verdict = scenario.check(execution, tier)
-    if history is not None and hasattr(scenario, "history_lines"):
+    if history is not None:
         history.extend(scenario.history_lines(execution, tier.name))
     return {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": sampler.metrics(),
             "task_timing": task_timing(execution.outcomes), "latencies": latencies(execution.outcomes),

@@ -1,8 +1,10 @@
-"""Small shared helpers for the local-tier tests (sequential, threads, processes).
+"""Small shared helpers for the local-tier tests (every tier that needs no broker).
 
 Import them with ``from conftest import LOCAL_TIERS, run, cli`` (tests/ is on sys.path
-under pytest's default import mode). A new local tier only needs adding to LOCAL_TIERS:
-the contract, cleanup and CLI tests are written once, backend-agnostic.
+under pytest's default import mode). The matrix comes from the registry: every tier in
+``workers.TIERS`` whose class says ``needs_broker = False`` is local, so a new tier gets the
+contract, bank, CLI and pipeline tests on the day its registry line is added, with no list
+to edit here. Tiers behind a broker have tests of their own (Redis fixtures).
 """
 from __future__ import annotations
 
@@ -16,9 +18,18 @@ if str(REPO_ROOT) not in sys.path:  # so the product packages import under bare 
     sys.path.insert(0, str(REPO_ROOT))
 
 from taskrace.runner import prepare, run_one  # noqa: E402
+from workers import TIERS, MissingDependency, get_tier  # noqa: E402
 
-LOCAL_TIERS = ["sequential", "threads", "processes"]
-CONCURRENT_TIERS = [t for t in LOCAL_TIERS if t != "sequential"]
+
+def _is_local(name: str) -> bool:
+    try:
+        return not get_tier(name).needs_broker
+    except MissingDependency:  # its optional dependency is absent: a broker tier, tested elsewhere
+        return False
+
+
+LOCAL_TIERS = [name for name in TIERS if _is_local(name)]  # in registry order, sequential first
+CONCURRENT_TIERS = [t for t in LOCAL_TIERS if t != "sequential"]  # sequential is the oracle
 START_METHODS = ["fork", "spawn"]
 
 # Every subprocess call gets a timeout; this is the default for quick commands.

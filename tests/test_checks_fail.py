@@ -174,7 +174,7 @@ def test_a_wrong_answer_in_a_measured_run_keeps_its_own_verdict(compare, monkeyp
 # not read from the tier's own flag: sequential runs the producer alone before the
 # consumers, so it cannot bound the channel (it would block forever); every concurrent
 # tier must. A new tier has to be added here.
-BOUND_ENFORCED = {"sequential": False, "threads": True, "processes": True, "celery": True}
+BOUND_ENFORCED = {"sequential": False, "threads": True, "asyncio": True, "processes": True, "celery": True}
 ITEMS, CAPACITY = 60, 4
 
 

@@ -1,7 +1,8 @@
 """The contract: every (scenario, tier) pair gives sequential's answer, and its checker agrees.
 
-Written once, backend-agnostic (concurrent.futures' style): a tier added to LOCAL_TIERS in
-conftest gets every test here. Sizes are small so each run takes well under a second.
+Written once, backend-agnostic (concurrent.futures' style): every local tier of the registry
+(conftest's LOCAL_TIERS, derived from workers.TIERS) gets every test here. Sizes are small
+so each run takes well under a second.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import importlib
 TIERS: dict[str, str] = {
     "sequential": "workers.sequential:SequentialTier",
     "threads": "workers.threads:ThreadsTier",
+    "asyncio": "workers.asyncio_tier:AsyncioTier",
     "processes": "workers.processes:ProcessesTier",
     "celery": "workers.celery_tier:CeleryTier",
 }

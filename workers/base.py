@@ -1,7 +1,7 @@
 """The tier interface: *how* a batch of work runs.
 
-A tier (sequential, threads, processes, celery) offers two ways to run work and a few
-shared-state primitives. Scenarios use only these, so a scenario never names a tier:
+A tier (sequential, threads, asyncio, processes, celery) offers two ways to run work and a
+few shared-state primitives. Scenarios use only these, so a scenario never names a tier:
 
     map(fn, args_list, chunksize)  independent tasks          -> one Outcome per task
     run_actors(actors)             long-running concurrent fns -> one Outcome per actor
@@ -10,7 +10,9 @@ shared-state primitives. Scenarios use only these, so a scenario never names a t
     channel(maxsize)               a FIFO queue the actors can share (message passing)
 
 Capabilities are class attributes that scenarios read (as joblib's backends do), never
-``isinstance`` checks or tier names.
+``isinstance`` checks or tier names. An event-loop tier hands out loop primitives (an
+``asyncio.Lock``, an ``asyncio.Queue``) and runs a task's declared coroutine twin
+(``scenarios.base.coroutine_twin``) in place of the task, so only twins touch them.
 """
 from __future__ import annotations
 
@@ -77,13 +79,18 @@ def call(index: int, fn: Callable, args: tuple) -> Outcome:
     try:
         value, error = fn(*args), None
     except Exception as exc:  # noqa: BLE001 - reported per task, by design
-        value = None
-        error = f"{type(exc).__name__}: {exc}"
-        last = traceback.extract_tb(exc.__traceback__)[-1:]
-        if last:
-            error += f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})"
+        value, error = None, error_text(exc)
     return Outcome(index, value, error, started=started, finished=time.perf_counter(),
                    worker=where(), cpu_s=time.thread_time() - cpu0, max_rss=peak_rss())
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for a task's exception: its type, message and where it was raised."""
+    error = f"{type(exc).__name__}: {exc}"
+    last = traceback.extract_tb(exc.__traceback__)[-1:]
+    if last:
+        error += f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})"
+    return error
 
 
 def call_star(packed: tuple) -> Outcome:
@@ -99,8 +106,7 @@ class Tier:
     name = ""
     summary = ""
     shares_memory = False  # tasks see (and can change) the caller's module globals
-    parallel_cpu = False  # Python bytecode runs on several cores at once
-    needs_broker = False  # work travels through a message broker
+    needs_broker = False  # work travels through a message broker (tests then need Redis)
     channel_bounded = True  # channel(maxsize) really blocks producers when full
     bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "optimistic", "queue")
 

@@ -46,7 +46,6 @@ class CeleryTier(Tier):
     name = "celery"
     summary = "real celery worker processes fed through Redis: JSON messages, no shared memory"
     shares_memory = False
-    parallel_cpu = True  # prefork: one process per slot
     needs_broker = True
     bank_strategies = ("none", "lock", "atomic", "optimistic", "queue")
 

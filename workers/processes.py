@@ -77,7 +77,6 @@ class ProcessesTier(Tier):
     name = "processes"
     summary = "a pool of worker processes: every core runs Python, data is pickled across"
     shares_memory = False
-    parallel_cpu = True
 
     def __init__(self, workers: int = 1, start_method: str | None = None, **options) -> None:
         super().__init__(workers, **options)

@@ -17,7 +17,6 @@ class SequentialTier(Tier):
     name = "sequential"
     summary = "everything in the caller, one task after another: the reference answer"
     shares_memory = True
-    parallel_cpu = False
     channel_bounded = False  # see channel()
 
     def __init__(self, workers: int = 1, **options) -> None:

@@ -18,7 +18,6 @@ class ThreadsTier(Tier):
     name = "threads"
     summary = "a thread pool in one process: shared memory, one core for Python code (GIL)"
     shares_memory = True
-    parallel_cpu = False  # True on a free-threaded build; see the results' environment
 
     def __init__(self, workers: int = 1, **options) -> None:
         super().__init__(workers, **options)
