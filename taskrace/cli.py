@@ -1,7 +1,9 @@
-"""The command line: ``taskrace list | run | compare | bench``.
+"""The command line: ``taskrace list | run | compare | report | bench | faults | cluster``.
 
 Bad input of any kind ends in one line on stderr and exit code 2, before any worker
-starts. Ctrl-C stops every worker this run started, then exits 130.
+starts (``--dry-run`` stops right there and prints the plan). Ctrl-C stops every worker
+this run started, then exits 130. The options run and compare share are built in one
+place, ``taskrace.options``, from the scenario and tier registries.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 import threading
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scenarios import SCENARIOS, get_scenario
@@ -20,15 +23,20 @@ from scenarios.base import BadInput
 from taskrace import __version__
 from taskrace.capacity import describe as describe_capacity, measure_capacity, usable_cpus
 from taskrace.columns import BY_KEY as COLUMN_KEYS, select as select_columns
+from taskrace.options import (Parser, UsageError, add_scenario_options, add_shared, add_tier_options,
+                              flag_items, parse_sets, tier_options)
 from taskrace.report import FORMATS, csv_text, markdown, print_details, print_runs
 from taskrace.results import BadResults, document, write_json
 from taskrace.runner import prepare, run_one
-from workers import TIERS, MissingDependency, UnknownChoice, get_tier
+from workers import TIERS, MissingDependency, UnknownChoice, get_tier, load
 from workers.base import TierFailure
 from workers.redact import redact_text
 from workers.redis_server import RedisUnavailable
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# Commands whose parsers live with their code, as "module:function(subparsers)".
+COMMANDS_ELSEWHERE = {"cluster": "taskrace.cluster:add_cluster_parser",
+                      "faults": "taskrace.faults.cli:add_faults_parser"}
 
 # What `compare` uses unless told otherwise: the whole matrix, every point measured
 # 1 + 3 times, in about two minutes on two cores. The lessons hold at these sizes (a
@@ -40,28 +48,6 @@ COMPARE_DEFAULTS = {"power-io": {"sleep": 0.5}, "power-cpu": {"tasks": 4},
 # Variants compare runs unless told otherwise (--set or --sweep of the same option): globals
 # in a module-level list and in the tier's shared store side by side, the seed's two answers.
 COMPARE_SWEEPS = {"globals": [{"store": "module"}, {"store": "shared"}]}
-
-
-class UsageError(Exception):
-    """Bad command line; printed as one line, exit 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse prints usage + message; we want one line
-        raise UsageError(message)
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"-n takes whole numbers separated by commas, got {text!r}") from None
-    if not values:
-        raise UsageError("-n needs at least one number")
-    for v in values:
-        if v < 1:
-            raise UsageError(f"-n must be at least 1, got {v}")
-    return values
 
 
 def _int(text: str) -> int:
@@ -79,23 +65,9 @@ def _names(text: str, registry, kind: str) -> list[str]:
     return names
 
 
-def _add_tier_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--start-method", choices=["fork", "spawn", "forkserver"], default=None,
-                   help="how the processes tier starts workers (default: the platform's)")
-    celery = p.add_argument_group("celery backend")
-    celery.add_argument("--redis-url", default=None, help="broker and result store (default: "
-                        "$REDIS_URL, else a private Redis started for the run)")
-    celery.add_argument("--pool", default=None, help="worker pool: prefork, threads or solo")
-    celery.add_argument("--concurrency", type=_int, default=None, help="slots per worker (default 1)")
-    celery.add_argument("--prefetch", type=_int, default=None, help="worker_prefetch_multiplier (default 1)")
-    celery.add_argument("--acks-late", action="store_true", default=None, help="task_acks_late")
-    celery.add_argument("--chunk", type=_int, default=None, help="calls per message (celery chunks)")
-    celery.add_argument("--external-workers", dest="external", action="store_true", default=None,
-                        help="use workers someone else runs (the compose lab's worker service)")
-    celery.add_argument("--scale-workers", choices=["none", "docker"],
-                        default=os.environ.get("TASKRACE_SCALER", "none"),
-                        help="resize the external workers to -n before each run: docker = the "
-                             "compose worker service, via the Docker SDK (default $TASKRACE_SCALER or none)")
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What run and compare share besides add_shared: the tiers' options and the output."""
+    add_tier_options(p)
     p.add_argument("--json", metavar="FILE", help="write the results here (JSON)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated work (default 0)")
     p.add_argument("--expect-safe", action="store_true",
@@ -121,20 +93,18 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", parser_class=Parser)
     sub.add_parser("list", help="scenarios, backends and bank strategies")
 
-    run = sub.add_parser("run", help="one scenario on one backend", add_help=False)
-    run.add_argument("scenario")
-    run.add_argument("-b", "--backend", default="sequential")
-    run.add_argument("-n", "--workers", type=_int, default=None)
+    run = sub.add_parser("run", help="one scenario on one backend")
+    run.add_argument("scenario", metavar="SCENARIO", help=f"one of: {', '.join(SCENARIOS)}")
+    add_shared(run, many=False)
     run.add_argument("--history", metavar="FILE", help="bank: write every operation (JSON lines)")
-    run.add_argument("-h", "--help", action="store_true")
-    _add_tier_options(run)
+    add_scenario_options(run)
+    _add_run_options(run)
     _add_output_options(run)
 
     compare = sub.add_parser("compare", help="the matrix: scenarios x backends x workers")
-    compare.add_argument("--scenario", default=",".join(SCENARIOS))
-    compare.add_argument("--backend", default=None, help="comma list (default: every backend)")
-    compare.add_argument("-n", "--workers", type=_int_list, default=None,
-                         help="comma list of worker counts (default: the CPU count)")
+    compare.add_argument("--scenario", default=",".join(SCENARIOS), metavar="A,B,...",
+                         help="scenarios, comma list (default: every scenario)")
+    add_shared(compare, many=True)
     compare.add_argument("--strategy", default=None, help="bank strategies, comma list "
                          "(default: all a backend offers)")
     compare.add_argument("files", nargs="*", metavar="RESULTS.json",
@@ -147,9 +117,9 @@ def build_parser() -> Parser:
     compare.add_argument("--task-size", default=None, metavar="LIST", help="= --sweep power-cpu.size=LIST")
     compare.add_argument("--report", metavar="DIR", help="write plots and an HTML report here")
     compare.add_argument("--no-progress", action="store_true")
-    compare.add_argument("--set", action="append", default=[], metavar="SCENARIO.OPTION=VALUE",
-                         help="a scenario option, e.g. bank.trials=10 (repeatable)")
-    _add_tier_options(compare)
+    # compare's own --strategy and --chunksize take comma lists, as a scenario flag does here
+    add_scenario_options(compare, skip=("--strategy", "--chunksize"))
+    _add_run_options(compare)
     _add_output_options(compare)
 
     report = sub.add_parser("report", help="plots (PNG, SVG) and one HTML page from a results file")
@@ -166,34 +136,16 @@ def build_parser() -> Parser:
     bench.add_argument("--skip-celery", action="store_true", help="local tiers only (no Redis needed)")
     bench.add_argument("--redis-url", default=None, help="broker for the celery section (default: "
                        "$REDIS_URL, else a private Redis started for the run)")
-    from taskrace.cluster import add_cluster_parser
-    add_cluster_parser(sub)
-    from taskrace.faults.cli import add_faults_parser
-    add_faults_parser(sub)
+    for name in COMMANDS_ELSEWHERE:
+        try:
+            load(COMMANDS_ELSEWHERE, "command", name)(sub)
+        except MissingDependency as exc:
+            # Its module needs a package that is missing: the other commands still work,
+            # and this one says what to install, in one line.
+            stub = sub.add_parser(name, help=f"unavailable: {exc}", add_help=False, prefix_chars="\0")
+            stub.add_argument("rest", nargs="*")  # whatever follows: no prefix_chars, no options
+            stub.set_defaults(unavailable=str(exc))
     return parser
-
-
-def scenario_parser(scenario_cls) -> Parser:
-    p = Parser(prog=f"taskrace run {scenario_cls.name}", add_help=False)
-    for param in scenario_cls.params:
-        p.add_argument(param.flag, dest=param.name, default=None, help=param.help)
-    return p
-
-
-TIER_OPTIONS = ("start_method", "redis_url", "pool", "concurrency", "prefetch", "acks_late", "chunk",
-                "external")
-
-
-def tier_options(args) -> dict:
-    """The tier settings given on the command line; each tier takes the ones it knows."""
-    options = {k: getattr(args, k) for k in TIER_OPTIONS if getattr(args, k, None) is not None}
-    scaler = getattr(args, "scale_workers", "none")
-    if scaler not in ("none", "docker"):
-        raise UsageError(f"--scale-workers / TASKRACE_SCALER: choose none or docker, got {scaler!r}")
-    if scaler == "docker":
-        from taskrace.cluster import scale_workers
-        options["scaler"] = scale_workers
-    return options
 
 
 def cmd_list(console: Console) -> int:
@@ -202,14 +154,17 @@ def cmd_list(console: Console) -> int:
         cls = get_scenario(name)
         console.print(f"  {name:<11} {cls.summary}")
         for p in cls.params:
-            console.print(f"      [dim]{p.flag} (default {p.default}): {p.help}[/]")
+            console.print(f"      [dim]{p.flag} (default {p.default}): {escape(p.help)}[/]")
     console.print("[bold]backends[/]")
     for name in TIERS:
         try:
             cls = get_tier(name)
             console.print(f"  {name:<11} {cls.summary}")
+            for o in cls.cli_options:
+                default = f" (default {o.default})" if o.default is not None else ""
+                console.print(f"      [dim]{o.flag}{default}: {escape(o.help)}[/]", highlight=False)
         except MissingDependency as exc:
-            console.print(f"  {name:<11} [red]unavailable[/]: {exc}")
+            console.print(f"  {name:<11} [red]unavailable[/]: {escape(str(exc))}")
     from scenarios.bank import STRATEGIES
     console.print("[bold]bank strategies[/]")
     for name, text in STRATEGIES.items():
@@ -217,17 +172,19 @@ def cmd_list(console: Console) -> int:
     return EXIT_OK
 
 
-def cmd_run(args, rest: list[str], console: Console) -> int:
-    scenario_cls = get_scenario(args.scenario)
-    if args.help:
-        scenario_parser(scenario_cls).print_help()
-        return EXIT_OK
-    given = vars(scenario_parser(scenario_cls).parse_args(rest))
+def cmd_run(args, console: Console) -> int:
+    get_scenario(args.scenario)  # an unknown name: one line listing the scenarios
+    sets, _ = flag_items(args, [args.scenario], run=args.scenario)
+    params = parse_sets(sets + args.set, [args.scenario], run=args.scenario).get(args.scenario, {})
     _check_writable(args.json, args.history)
     columns = _columns(args)
-    params = {k: v for k, v in given.items() if v is not None}
     workers = args.workers if args.workers is not None else 1
     scenario, tier = prepare(args.scenario, params, args.backend, workers, tier_options(args), args.seed)
+    if args.dry_run:
+        console.print(f"taskrace run {args.scenario}: would run it once on {args.backend} -n {tier.workers}",
+                      markup=False, highlight=False, soft_wrap=True)
+        _print_settings(console, scenario.p, tier_options(args))
+        return EXIT_OK
     history: list | None = [] if args.history else None
     err = Console(stderr=True)
     with err.status(f"running {args.scenario} on {args.backend} -n {workers}"):
@@ -242,6 +199,15 @@ def cmd_run(args, rest: list[str], console: Console) -> int:
             fh.writelines(json.dumps(line) + "\n" for line in history)
         notes.print(f"history: {len(history)} operations written to {args.history}")
     return exit_code([record], args.expect_safe)
+
+
+def _print_settings(console: Console, params: dict, options: dict, indent: str = "  ") -> None:
+    """A plan's settings, one line each: scenario options, then tier options (redacted:
+    a --redis-url may carry a password)."""
+    for label, values in (("options", params), ("tier", options)):
+        if values:
+            text = " ".join(f"{k.replace('_', '-')}={getattr(v, '__name__', v)}" for k, v in values.items())
+            console.print(f"{indent}{label}: {redact_text(text)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _columns(args) -> list | None:
@@ -292,19 +258,6 @@ def _check_writable(*paths: str | None) -> None:
                 raise UsageError(f"cannot write {path}: folder {folder} is not writable")
 
 
-def _parse_sets(sets: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for item in sets:
-        key, eq, value = item.partition("=")
-        scenario, dot, option = key.partition(".")
-        if not (eq and dot and option):
-            raise UsageError(f"--set takes SCENARIO.OPTION=VALUE, got {item!r}")
-        if scenario not in SCENARIOS:
-            raise UsageError(f"unknown scenario {scenario!r} in --set; choose from: {', '.join(SCENARIOS)}")
-        out.setdefault(scenario, {})[option.replace("-", "_")] = value
-    return out
-
-
 def plan_compare(args) -> list:
     """Every point of the matrix, validated before anything starts."""
     from scenarios.bank import STRATEGIES
@@ -313,8 +266,9 @@ def plan_compare(args) -> list:
     scenarios = _names(args.scenario, SCENARIOS, "scenario")
     backends = _names(args.backend, TIERS, "backend") if args.backend else list(TIERS)
     counts = args.workers or [os.cpu_count() or 2]
-    sets = _parse_sets(args.set)
-    sweeps = _parse_sweeps(args)
+    flag_sets, flag_sweeps = flag_items(args, scenarios)
+    sets = parse_sets(flag_sets + args.set, scenarios)
+    sweeps = _parse_sweeps(args, flag_sweeps)
     for name, variants in COMPARE_SWEEPS.items():
         options = {opt for v in variants for opt in v}
         if name not in sweeps and not options & set(sets.get(name, {})):
@@ -338,9 +292,10 @@ def plan_compare(args) -> list:
     return points
 
 
-def _parse_sweeps(args) -> dict[str, list[dict]]:
-    """--sweep SCENARIO.OPTION=V1,V2 (and the shortcuts --chunksize, --task-size)."""
-    items = list(args.sweep)
+def _parse_sweeps(args, more: list[str]) -> dict[str, list[dict]]:
+    """--sweep SCENARIO.OPTION=V1,V2 (and the shortcuts --chunksize, --task-size, and
+    ``more``: scenario flags given comma lists)."""
+    items = list(args.sweep) + more
     if args.chunksize:
         items.append(f"mapreduce.chunksize={args.chunksize}")
     if args.task_size:
@@ -359,6 +314,18 @@ def _parse_sweeps(args) -> dict[str, list[dict]]:
     return out
 
 
+def print_plan(points: list, args, console: Console) -> None:
+    """What compare would run, point by point, with the options each point sets."""
+    console.print(f"taskrace compare: would run {len(points)} points, each {args.warmup} warm-up + "
+                  f"{args.repeat} measured runs ({len(points) * (args.warmup + args.repeat)} runs)",
+                  markup=False, highlight=False, soft_wrap=True)
+    for point in points:
+        params = " ".join(f"{k.replace('_', '-')}={v}" for k, v in point.params.items() if k != "strategy")
+        console.print(f"  {point.label}{'  ' + params if params else ''}", markup=False, highlight=False,
+                      soft_wrap=True)
+    _print_settings(console, {}, tier_options(args))
+
+
 def cmd_compare(args, console: Console) -> int:
     from taskrace import sweep
     from taskrace.results import load_json
@@ -369,6 +336,10 @@ def cmd_compare(args, console: Console) -> int:
         if args.format != "table" or args.wide or args.columns:
             raise UsageError("--format, --wide and --columns shape the results of a run; "
                              "compare a.json b.json prints its table only")
+        if args.dry_run:
+            console.print(f"taskrace compare: would print what changed from {args.files[0]} to {args.files[1]}",
+                          markup=False, highlight=False)
+            return EXIT_OK
         from taskrace.diff import print_diff
 
         return print_diff(load_json(args.files[0]), load_json(args.files[1]), console)
@@ -378,6 +349,9 @@ def cmd_compare(args, console: Console) -> int:
     points = plan_compare(args)
     steps = len(points) * (args.repeat + args.warmup)
     columns = _columns(args)
+    if args.dry_run:
+        print_plan(points, args, console)
+        return EXIT_OK
     err = Console(stderr=True)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, disable=args.no_progress, transient=True)
@@ -431,15 +405,15 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        args, rest = build_parser().parse_known_args(argv)
+        args = build_parser().parse_args(argv)
         if args.command is None:
             raise UsageError("choose a command: list, run, compare, faults, report, bench, cluster (taskrace -h for help)")
-        if args.command != "run" and rest:
-            raise UsageError(f"unrecognized arguments: {' '.join(rest)}")
+        if getattr(args, "unavailable", None):
+            raise UsageError(f"taskrace {args.command}: {args.unavailable}")
         if args.command == "list":
             return cmd_list(console)
         if args.command == "run":
-            return cmd_run(args, rest, console)
+            return cmd_run(args, console)
         if args.command == "compare":
             return cmd_compare(args, console)
         if args.command == "report":

@@ -24,6 +24,29 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple
 
 
+@dataclass(frozen=True)
+class TierOption:
+    """A setting a tier takes from the command line, declared on the tier class in
+    ``cli_options``. The CLI turns each into ``--flag`` on ``run`` and ``compare`` and
+    hands what the user gave to the tier's constructor as ``name=value``; what was not
+    given is left out, so the constructor's own default applies (``default`` only
+    documents it). Declaring options on the class is what lets a new tier with options
+    be one module plus one registry line."""
+
+    name: str  # the constructor's keyword argument
+    help: str
+    type: Callable[[str], Any] = str
+    default: Any = None  # shown in --help; None: the help says what happens instead
+    choices: tuple | None = None
+    switch: bool = False  # a flag without a value (--acks-late): gives True
+    spelling: str = ""  # the flag, when not --name with dashes (--external-workers)
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return self.spelling or "--" + self.name.replace("_", "-")
+
+
 @dataclass
 class Outcome:
     """What became of one task or actor: its value or its error, and when it ran.
@@ -109,6 +132,7 @@ class Tier:
     needs_broker = False  # work travels through a message broker (tests then need Redis)
     channel_bounded = True  # channel(maxsize) really blocks producers when full
     bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "optimistic", "queue")
+    cli_options: tuple[TierOption, ...] = ()  # the settings users may give: see TierOption
 
     def __init__(self, workers: int = 1, **options: Any) -> None:
         if workers < 1:

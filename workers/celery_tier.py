@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 
-from workers.base import Outcome, Tier, TierFailure
+from workers.base import Outcome, Tier, TierFailure, TierOption
 from workers.celery_workers import CELERY_ENV_OVERRIDES, start_worker, stop_workers, wait_ready
 from workers.latency_proxy import LatencyProxy, parse_latency, redis_target, through
 from workers.redis_server import EmbeddedRedis, check_redis, redact_url
@@ -48,6 +48,18 @@ class CeleryTier(Tier):
     shares_memory = False
     needs_broker = True
     bank_strategies = ("none", "lock", "atomic", "optimistic", "queue")
+    cli_options = (
+        TierOption("redis_url", "broker and result store (default: $REDIS_URL, else a private Redis "
+                   "started for the run)", metavar="URL"),
+        TierOption("pool", "worker pool", default="prefork", choices=POOLS),
+        TierOption("concurrency", "slots per worker", type=int, default=1, metavar="N"),
+        TierOption("prefetch", "worker_prefetch_multiplier", type=int, default=1, metavar="N"),
+        TierOption("acks_late", "task_acks_late: acknowledge a task when it ends, not when it starts",
+                   switch=True),
+        TierOption("chunk", "calls per message (celery chunks)", type=int, default=1, metavar="N"),
+        TierOption("external", "use workers someone else runs (the compose lab's worker service)",
+                   switch=True, spelling="--external-workers"),
+    )
 
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
                  concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,

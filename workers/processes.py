@@ -26,7 +26,7 @@ import queue
 import signal
 import time
 
-from workers.base import Actor, Outcome, Tier, apply_deltas, call, call_star, optimistic
+from workers.base import Actor, Outcome, Tier, TierOption, apply_deltas, call, call_star, optimistic
 
 
 def _ignore_sigint() -> None:
@@ -77,6 +77,8 @@ class ProcessesTier(Tier):
     name = "processes"
     summary = "a pool of worker processes: every core runs Python, data is pickled across"
     shares_memory = False
+    cli_options = (TierOption("start_method", "how worker processes start (default: the platform's)",
+                              choices=tuple(mp.get_all_start_methods())),)
 
     def __init__(self, workers: int = 1, start_method: str | None = None, **options) -> None:
         super().__init__(workers, **options)
