@@ -59,6 +59,9 @@ class CeleryTier(Tier):
         TierOption("chunk", "calls per message (celery chunks)", type=int, default=1, metavar="N"),
         TierOption("external", "use workers someone else runs (the compose lab's worker service)",
                    switch=True, spelling="--external-workers"),
+        TierOption("latency", "one-way delay between the workers and Redis, each direction, added "
+                   "by a proxy (workers.latency_proxy): 5ms, 0.005s, 5 (= ms), 2ms+-1ms (jitter); "
+                   "only the workers pay it, the harness reaches Redis directly", metavar="DELAY"),
     )
 
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
