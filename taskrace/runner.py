@@ -18,6 +18,17 @@ from workers import get_tier
 
 
 MAX_WORKERS = 256  # a sanity bound: -n 100000 would fork until the machine falls over
+# Where a record's CPU %, peak RSS and process figures come from (metrics["source"]).
+HARNESS_SOURCE = "harness process tree"
+HARNESS_HOW = {"cpu_percent": "CPU time of the harness and every process under it / the run's wall time",
+               "peak_rss_bytes": "largest sum of their resident memory at one sample",
+               "os_processes": "most processes alive in the tree at one sample"}
+WORKERS_HOW = {"cpu_percent": "CPU time of the tasks' own threads, measured where they ran / the run's wall time",
+               "peak_rss_bytes": "sum over the worker processes that ran tasks of each one's peak (since it "
+                                 "started); an actor run in the harness adds none (metrics.harness has that)",
+               "os_processes": "processes that ran tasks", "threads": "not measured outside the harness"}
+REPLACED = ("cpu_percent", "cpu_seconds", "peak_rss_bytes", "os_processes", "threads")
+MIN_CPU_WINDOW_S = 0.1  # as taskrace.measure: 10 ms CPU ticks over less would read as noise
 
 
 def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_options: dict,
@@ -48,7 +59,17 @@ def measure(scenario, tier, history: list | None = None) -> dict:
     verdict = scenario.check(execution, tier)
     if history is not None:
         history.extend(scenario.history_lines(execution, tier.name))
-    return {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": sampler.metrics(),
+    metrics = sampler.metrics()
+    metrics.update(source=HARNESS_SOURCE, how=HARNESS_HOW)
+    if getattr(tier, "external", False):
+        # The tasks ran in processes outside the harness's tree (the compose lab's worker
+        # containers): the tree saw only the harness waiting. The CPU %, peak RSS and
+        # process figures are then the workers' own, the tree's are kept under "harness".
+        work = work_metrics(execution.outcomes, wall)
+        if work is not None:
+            metrics["harness"] = {k: metrics[k] for k in (*REPLACED, "source", "how")}
+            metrics.update(work)
+    return {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": metrics,
             "task_timing": task_timing(execution.outcomes), "latencies": latencies(execution.outcomes),
             "nodes": nodes(execution.outcomes), "node_metrics": node_metrics(execution.outcomes),
             "verdict": verdict.to_dict(),
@@ -77,7 +98,8 @@ def aggregate(scenario, tier, samples: list[dict]) -> dict:
     units = typical["tasks"]
     metrics = dict(typical["metrics"])
     metrics["cpu_percent_spread"] = spread([s["metrics"]["cpu_percent"] for s in samples])
-    metrics["peak_rss_bytes"] = max(s["metrics"]["peak_rss_bytes"] for s in samples)
+    metrics["peak_rss_bytes"] = max((s["metrics"]["peak_rss_bytes"] for s in samples
+                                     if s["metrics"]["peak_rss_bytes"] is not None), default=None)
     pooled = {k: [v for s in samples for v in s["latencies"].get(k, [])] for k in ("queue_wait", "run", "return")}
     return {
         "scenario": scenario.name,
@@ -121,6 +143,34 @@ def node_metrics(outcomes) -> dict[str, dict]:
         m["cpu_s"] = round(m["cpu_s"] + (o.cpu_s or 0.0), 6)
         m["max_rss_bytes"] = max(m["max_rss_bytes"], o.max_rss or 0)
     return dict(sorted(out.items()))
+
+
+def work_metrics(outcomes, wall: float) -> dict | None:
+    """CPU %, peak RSS and processes of the work itself, from what each task measured
+    where it ran (``Outcome.cpu_s``, ``max_rss``, ``worker`` = node:pid): for tiers whose
+    executors are not the harness's children, i.e. external Celery workers. An actor the
+    tier ran in the harness (``harness@host:pid``) counts as the harness's process."""
+    procs: dict[str, dict] = {}
+    for o in outcomes:
+        if not o.worker:
+            continue
+        p = procs.setdefault(o.worker, {"cpu_s": 0.0, "max_rss": 0})
+        p["cpu_s"] += o.cpu_s or 0.0
+        p["max_rss"] = max(p["max_rss"], o.max_rss or 0)
+    if not procs:
+        return None
+    names = {w.rsplit(":", 1)[0] for w in procs}
+    workers = sorted(n for n in names if not n.startswith("harness@"))
+    in_harness = sum(1 for o in outcomes if o.worker.startswith("harness@"))
+    source = f"worker nodes ({len(workers)})"
+    if in_harness:
+        source += f" + harness ({in_harness} actor{'s' if in_harness > 1 else ''})"
+    cpu_s = sum(p["cpu_s"] for p in procs.values())
+    rss = sum(p["max_rss"] for w, p in procs.items() if not w.startswith("harness@"))
+    return {"source": source, "how": WORKERS_HOW, "worker_nodes": len(workers), "actors_in_harness": in_harness,
+            "cpu_percent": round(100 * cpu_s / wall, 1) if wall >= MIN_CPU_WINDOW_S else None,
+            "cpu_seconds": round(cpu_s, 3), "peak_rss_bytes": rss or None,
+            "os_processes": len(procs), "threads": None}
 
 
 def _merge_node_metrics(dicts) -> dict[str, dict]:

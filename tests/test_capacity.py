@@ -21,7 +21,7 @@ def test_measure_reports_every_round_and_the_ratio_of_medians():
     assert all(x > 0 for x in c["solo_s"] + busy)
     # Recomputed from the very times it was computed from (stored unrounded), by the same
     # arithmetic: equal, not merely close, whatever the loop's timings were.
-    assert c["capacity"] == round(n * statistics.median(c["solo_s"]) / statistics.median(busy), 2)
+    assert c["ratio"] == round(n * statistics.median(c["solo_s"]) / statistics.median(busy), 2)
     # Each busy process did the solo work; none can beat it by orders of magnitude.
     assert 0 < c["capacity"] <= 3 * n
 
@@ -36,7 +36,7 @@ def test_measure_leaves_no_child_process():
 def test_one_cpu_is_capacity_one_by_construction():
     c = measure_capacity(1, iterations=100_000, rounds=1)
     assert c["cpus"] == 1 and len(c["together_s"][0]) == 1
-    assert c["capacity"] == round(1 * c["solo_s"][0] / c["together_s"][0][0], 2)
+    assert c["ratio"] == round(1 * c["solo_s"][0] / c["together_s"][0][0], 2)
 
 
 def _cap(before: float, after: float | None = None, cpus: int = 2) -> dict:

@@ -32,6 +32,10 @@ from taskrace.cluster import LABEL_PROJECT, LABEL_SERVICE, node_name  # noqa: E4
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PYTHON_BASE = "taskrace/python-base:bookworm"
 REDIS_BASE = "taskrace/redis-base:bookworm"
+# This session's image tag: another session building from another checkout (or the same
+# one, changed) must not swap the images under this one's stacks. Untagged at the end;
+# the layers stay in the build cache, so the next session builds in seconds.
+TAG = f"test-{secrets.token_hex(3)}"
 TIERS = ["sequential", "threads", "processes", "celery"]
 SAFE_STRATEGIES = ["lock", "atomic", "optimistic", "queue"]
 # Every scenario on every tier, small: one measured run per point, short pauses.
@@ -73,7 +77,7 @@ def _sh(cmd, env=None, timeout=300, check=True, cwd=REPO_ROOT) -> subprocess.Com
 
 def _base_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "LAB_", "TASKRACE_"))}
-    env.update(PYTHON_IMAGE=PYTHON_BASE, REDIS_IMAGE=REDIS_BASE, TASKRACE_TAG="test",
+    env.update(PYTHON_IMAGE=PYTHON_BASE, REDIS_IMAGE=REDIS_BASE, TASKRACE_TAG=TAG,
                COLUMNS="200", DOCKER_GID=str(_socket_gid()))
     if os.getuid() != 0:  # results written as us, so we can read and delete them
         env.update(TASKRACE_UID=str(os.getuid()), TASKRACE_GID=str(os.getgid()))
@@ -114,7 +118,14 @@ def images(engine):
     for label in ("io.taskrace.image=lab", "io.taskrace.image=redis"):
         engine.images.prune(filters={"dangling": True, "label": label})
     print(f"image timings (s): {timings}")
-    return timings
+    try:
+        yield timings
+    finally:
+        for name in (f"taskrace/lab:{TAG}", f"taskrace/redis:{TAG}"):
+            try:
+                engine.images.remove(name)
+            except Exception:  # noqa: BLE001 - already gone, or still used by a leftover
+                pass
 
 
 def test_compose_config_validates_with_v1_and_v2():
@@ -354,14 +365,98 @@ def test_containers_do_not_run_as_root(stack):
     checked = []
     for c in stack.containers(all=False):
         service = c.labels[LABEL_SERVICE]
+        if service == "results-init":
+            continue  # the one documented exception, checked below
         code, out = c.exec_run(["id", "-u"])
         assert code == 0 and out.decode().strip() != "0", (service, out)
         checked.append(service)
     assert {"redis", "worker"} <= set(checked), checked
+    # results-init: root for one chown, with that capability alone, no network, a read-only
+    # root filesystem; then it only idles (so that `up --exit-code-from lab` can work).
+    init = stack.containers("results-init")[0]
+    init.reload()
+    host = init.attrs["HostConfig"]
+    assert init.status == "running" and init.attrs["State"]["Health"]["Status"] == "healthy"
+    assert host["CapDrop"] == ["ALL"] and [c.removeprefix("CAP_") for c in host["CapAdd"]] == ["CHOWN"], host
+    assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    commands = [row[-1] for row in init.top()["Processes"]]
+    assert len(commands) == 2 and "sleep infinity" in commands[-1], commands  # tini + sleep
     lab = stack.containers("lab")[0]
     assert lab.attrs["Config"]["User"].split(":")[0] not in ("", "0", "root")
     out = stack.compose("run", "--rm", "--no-deps", "lab", "id", "-u", timeout=120).stdout
     assert out.strip().splitlines()[-1].strip() not in ("", "0"), out
+
+
+# the idioms Compose users reach for ------------------------------------------------------
+# A light lab: the actor scenarios (pipeline; bank, whose `queue` strategy has an owner
+# beside its n actors) and power-cpu, one measured run each.
+LIGHT_LAB = ("--scenario pipeline,bank,power-cpu --repeat 1 --warmup 0 --set bank.trials=1 "
+             "--set bank.steps=20 --set power-cpu.size=1000 --set pipeline.items=40")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_up_scale_worker_2_exit_code_from_lab(version, engine, images, tmp_path):
+    """`docker compose up --scale worker=2 --exit-code-from lab`: two workers for the lab's
+    -n 2, the stack stopped when the lab ends, the lab's exit code as compose's own. The
+    one-shot results-init must not end the stack, and the actor that has no worker slot
+    (pipeline's producer, bank queue's owner) runs in the lab container."""
+    tools = _compose_tools()
+    if version not in tools:
+        _unavailable(f"Compose {version} is not installed")
+    results = tmp_path / "results"  # absent: the engine creates it, root's, and results-init hands it over
+    s = Stack(tools[version], version, engine, results)
+    s.project = f"taskrace-test-{version}-up-{secrets.token_hex(3)}"
+    s.env = _base_env(LAB_ARGS=LIGHT_LAB, LAB_RESULTS_DIR=str(results), LAB_JSON="results/compare.json",
+                      LAB_WORKERS="2")
+    try:
+        proc = s.compose("up", "--scale", "worker=2", "--exit-code-from", "lab", timeout=600, check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-4000:]
+        assert "taskrace compare" in out and "results: " in out, out[-3000:]  # the table, in the logs
+        workers = s.containers("worker")
+        assert len(workers) == 2, [c.name for c in workers]
+        # --exit-code-from stops the stack once the lab is done: nothing is left running.
+        assert s.containers(all=False) == [], [c.name for c in s.containers(all=False)]
+        lab = s.containers("lab")[0]
+        assert lab.attrs["State"]["ExitCode"] == 0
+        doc = json.loads((results / "compare.json").read_text())
+        runs = {(r["scenario"], r["strategy"], r["backend"]): r for r in doc["runs"]}
+        assert set(TIERS) <= {b for (_, _, b) in runs}
+        for r in doc["runs"]:
+            where = f"{r['scenario']} {r['strategy'] or ''} on {r['backend']}"
+            assert r.get("agrees_with_sequential") is not False, where
+            assert r["verdict"]["ok"] or (r["strategy"] == "none" and r["verdict"]["unsafe"]), where
+        worker_nodes = {node_name(c) for c in workers}
+        for key in (("pipeline", None, "celery"), ("bank", "queue", "celery")):
+            r = runs[key]
+            harness = [n for n in r["nodes"] if n.startswith("harness@")]
+            # n + 1 actors on 2 one-slot workers: one ran in the lab container, the rest on both workers.
+            assert len(harness) == 1 and set(r["nodes"]) - set(harness) == worker_nodes, (key, r["nodes"])
+            assert r["metrics"]["actors_in_harness"] == 1, key
+            assert r["metrics"]["source"] == "worker nodes (2) + harness (1 actor)", key
+            assert r["tier"]["actor_slots"] == 2 and r["tier"]["extra_actor_workers"] == 0, key
+        # Two actors fit two workers: none in the harness.
+        none = runs[("bank", "none", "celery")]
+        assert none["metrics"]["actors_in_harness"] == 0 and set(none["nodes"]) == worker_nodes
+        # CPU %, peak RSS and processes of the celery rows are the workers', measured in them.
+        cpu = runs[("power-cpu", None, "celery")]
+        m = cpu["metrics"]
+        assert m["source"] == f"worker nodes ({len(cpu['nodes'])})" and set(cpu["nodes"]) <= worker_nodes
+        assert m["cpu_seconds"] == pytest.approx(sum(x["cpu_s"] for x in cpu["node_metrics"].values()), abs=0.002)
+        assert m["cpu_seconds"] > 0 and m["os_processes"] == len(cpu["node_metrics"])
+        assert m["peak_rss_bytes"] == sum(x["max_rss_bytes"] for x in cpu["node_metrics"].values())
+        assert m["harness"]["source"] == "harness process tree"  # the lab container's own, kept beside
+        assert runs[("power-cpu", None, "processes")]["metrics"]["source"] == "harness process tree"
+        # The CPU capacity it printed is a ceiling: never above the CPUs it had.
+        for c in doc["environment"]["cpu_capacity"].values():
+            assert c["capacity"] <= c["cpus"] and c["capacity"] == round(min(c["ratio"], c["cpus"]), 2)
+        assert (results / "compare.json").stat().st_uid != 0
+    finally:
+        s.down()
+        s.sweep()
+        assert s.leftovers() == {"containers": [], "networks": [], "volumes": []}
+        shutil.rmtree(results, ignore_errors=True)
 
 
 def test_down_removes_every_container_network_and_volume(stack):

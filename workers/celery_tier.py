@@ -22,11 +22,14 @@ uses its own queue and key prefix, so a shared Redis is safe to use.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
 import shutil
+import socket
 import tempfile
+import threading
 import time
 
 from workers.base import Outcome, Tier, TierFailure, TierOption
@@ -36,6 +39,9 @@ from workers.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
 
 POOLS = ("prefork", "threads", "solo")
+# Actors that coordinate the others (the pipeline's producer, the bank queue's owner):
+# the first to run in the harness when external workers have too few slots for all.
+HARNESS_FIRST = ("producer", "owner")
 
 
 def _path(fn) -> str:
@@ -114,12 +120,16 @@ class CeleryTier(Tier):
         self._logdir: str | None = None
         self._nodes_up: list[str] = []
         self.extra_workers = 0
+        # External workers without a scaler: actors beyond their slots run in the harness.
+        self._external_slots: int | None = None
+        self.harness_actors = 0
 
     def describe(self) -> dict:
         return {"workers": self.workers, "pool": self.pool, "concurrency": self.concurrency,
                 "prefetch_multiplier": self.prefetch, "acks_late": self.acks_late, "chunk": self.chunk,
                 "broker": "embedded" if self._embedded or not self.redis_url else redact_url(self.redis_url),
                 "queue": self.queue, "actor_queue": self.actor_queue, "extra_actor_workers": self.extra_workers,
+                "actor_slots": self._external_slots,
                 "external_workers": self.external, "latency": self._latency_record(),
                 "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers],
                 "nodes_for_tasks": self._main_nodes or [w.name for w in self._workers[:self.workers]]}
@@ -251,21 +261,65 @@ class CeleryTier(Tier):
     def reserve(self, actors: int) -> None:
         """Actors wait on each other (a producer on its consumers): each needs a slot of
         its own at once, or the race deadlocks. Add workers, before the clock starts,
-        and say so in the record."""
+        and say so in the record. External workers that nobody may resize (the compose
+        lab's `--scale worker=N`) lend every slot they have, and the actors beyond those
+        run in the harness (``harness@<host>`` among the record's nodes)."""
+        if self.external and self.scaler is None:
+            self.harness_actors = max(0, actors - self._slots_of_external())
+            return
         slots = (self.workers + self.extra_workers) * self.concurrency
         if actors > slots:
             more = math.ceil((actors - slots) / self.concurrency)
             self._start_workers(more, "x", self.actor_queue)
             self.extra_workers += more
 
+    def _slots_of_external(self) -> int:
+        """Process slots of every external node (all consume the actor queue), asked
+        once per run: each node's pool size, or --concurrency if a node does not say."""
+        if self._external_slots is None:
+            stats = {}
+            try:
+                stats = self.app.control.inspect(destination=self._nodes_up, timeout=1.0).stats() or {}
+            except Exception:  # noqa: BLE001 - the nodes answered a ping: count them instead
+                pass
+            self._external_slots = sum(
+                int(((stats.get(node) or {}).get("pool") or {}).get("max-concurrency") or self.concurrency)
+                for node in self._nodes_up)
+        return self._external_slots
+
     def run_actors(self, actors) -> list[Outcome]:
         self.reserve(len(actors))  # in case the scenario did not say in advance
         from celery import group
 
+        here = self._harness_side(actors, self.harness_actors)
+        remote = [i for i in range(len(actors)) if i not in here]
         submitted = time.perf_counter()
-        result = group(self.app.signature("taskrace.actor", args=(_path(a.fn), list(a.args)),
-                                          queue=self.actor_queue) for a in actors).apply_async()
-        return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(self._collect(result))]
+        result = group(self.app.signature("taskrace.actor", args=(_path(actors[i].fn), list(actors[i].args)),
+                                          queue=self.actor_queue) for i in remote).apply_async() if remote else None
+        local = {i: {} for i in here}
+        threads = [threading.Thread(target=_run_here, args=(actors[i], local[i]), daemon=True,
+                                    name=f"taskrace-actor-{actors[i].name}") for i in here]
+        for t in threads:
+            t.start()
+        arrivals = dict(zip(remote, self._collect(result))) if remote else {}
+        deadline = time.monotonic() + self.task_timeout
+        for i, t in zip(here, threads):
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise TierFailure(f"celery: actor {actors[i].name!r} in the harness still running after "
+                                  f"the {self.task_timeout:.0f} s timeout")
+            arrivals[i] = (local[i], local[i]["seen"])
+        return [self._outcome(i, arrivals[i][0], submitted, arrivals[i][1]) for i in range(len(actors))]
+
+    @staticmethod
+    def _harness_side(actors, count: int) -> list[int]:
+        """Which ``count`` actors run in the harness: coordinators first (producer,
+        owner), then from the end of the list."""
+        if count <= 0:
+            return []
+        order = ([i for i, a in enumerate(actors) if a.name in HARNESS_FIRST]
+                 + [i for i in reversed(range(len(actors))) if actors[i].name not in HARNESS_FIRST])
+        return sorted(order[:count])
 
     def _collect(self, result) -> list[tuple]:
         """Wait for every result, noting when each arrives; fail in one line, with the
@@ -314,3 +368,22 @@ class CeleryTier(Tier):
 
     def channel(self, maxsize=0):
         return RedisChannel(f"{self.prefix}:chan:{secrets.token_hex(3)}", maxsize, self.url).create()
+
+
+def _run_here(actor, out: dict) -> None:
+    """An actor run in the harness, in a thread, as a worker runs ``taskrace.actor``: its
+    handles talk to the same Redis, its result goes through JSON, and it reports where
+    it ran (``harness@<host>``), its thread's CPU time and the process's peak memory."""
+    from workers.base import peak_rss
+
+    cpu0 = time.thread_time()
+    started = time.perf_counter()
+    value, error = None, None
+    try:
+        value = json.loads(json.dumps(actor.fn(*actor.args)))
+    except Exception as exc:  # noqa: BLE001 - reported in the outcome, as a worker does
+        error = f"{type(exc).__name__}: {exc}"
+    finished = time.perf_counter()
+    out.update(value=value, error=error, started=started, finished=finished,
+               worker=f"harness@{socket.gethostname()}:{os.getpid()}",
+               cpu_s=time.thread_time() - cpu0, max_rss=peak_rss(), seen=time.perf_counter())
