@@ -128,10 +128,27 @@ def runs_table(records: list[dict], title: str, width: int, columns: list[Column
     if any(c.key == "verdict" for c in shown) and any(
             verdict_status(r.record) == "unsafe" and "viol." in verdict_short(r.record) for r in rows):
         notes.append(BANK_KEY)
+    notes += source_notes(records)
     if hidden:
         notes.append(f"more columns: {', '.join(c.header for c in hidden)} "
                      "(--wide, --columns, or a wider terminal)")
     return RunsTable(table, tables.total([widths[c.key] for c in shown]), notes)
+
+
+HARNESS_SOURCE = "harness process tree"
+
+
+def source_notes(records: list[dict]) -> list[str]:
+    """Where the resource figures come from, when not every row measured the same thing:
+    in the lab, the celery rows' CPU %, peak RSS and procs are the worker nodes' own
+    (measured where each task ran), the other rows' the harness's process tree."""
+    sources = {}
+    for r in records:
+        source = (r.get("metrics") or {}).get("source") or HARNESS_SOURCE
+        if source != HARNESS_SOURCE:
+            sources.setdefault(r["backend"], source)
+    return [f"CPU %, peak RSS, procs on {backend}: {source}, measured where each task ran "
+            f"(other rows: the {HARNESS_SOURCE})" for backend, source in sources.items()]
 
 
 def print_runs(records: list[dict], title: str = "taskrace", console: Console | None = None,

@@ -420,3 +420,16 @@ def test_bad_output_options_are_one_line_and_exit_2(argv):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     if "nope" in argv or "wall_s,bogus" in argv:
         assert "choose from: scenario, backend, n, wall_s" in lines[0]
+
+
+def test_a_note_says_where_the_lab_rows_resource_figures_come_from():
+    """In the lab the celery rows' CPU %, RSS and procs are the worker nodes' own; the
+    table must say so (and say nothing when every row is the harness's process tree)."""
+    from taskrace.report import source_notes
+
+    lab = [{"backend": "threads", "metrics": {"source": "harness process tree"}},
+           {"backend": "celery", "metrics": {"source": "worker nodes (2)"}},
+           {"backend": "celery", "metrics": {"source": "worker nodes (2)"}}]
+    notes = source_notes(lab)
+    assert len(notes) == 1 and "celery: worker nodes (2)" in notes[0] and "harness process tree" in notes[0]
+    assert source_notes([lab[0], {"backend": "processes", "metrics": {}}]) == []
