@@ -543,9 +543,14 @@ def write_report(doc: dict, out_dir: str) -> str:
     """Write the charts (PNG + SVG) and the HTML page into ``out_dir``; return the page's path."""
     os.makedirs(out_dir, exist_ok=True)
     charts = plots.write_charts(doc, out_dir)
+    return write_page(out_dir, render_html(doc, charts))
+
+
+def write_page(out_dir: str, html: str) -> str:
+    """``out_dir``/index.html, written whole or not at all (a reader never sees half a page)."""
     path = os.path.join(out_dir, FILENAME)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(render_html(doc, charts))
+        fh.write(html)
     os.replace(tmp, path)
     return path

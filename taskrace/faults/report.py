@@ -26,11 +26,10 @@ from matplotlib.patches import Patch
 from taskrace import plots
 from taskrace.faults.cli import SCHEMA, notes
 from taskrace.faults.nemesis import FAULTS
-from taskrace.html_report import CSS, esc, section_environment
+from taskrace.html_report import CSS, FILENAME, esc, section_environment, write_page
 from taskrace.results import BadResults
 from workers.delivery import MODES
 
-FILENAME = "index.html"
 APPLIED, EXECUTED, MONEY, FAULT, PLAN = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"
 INSTANT_FRACTION = 0.005  # of the time axis: a shorter fault window is drawn as a line
 # kept: (table cell, chart title, CSS class); None: a broker without persistence, unsafe on purpose
@@ -511,9 +510,4 @@ def write_report(doc: dict, out_dir: str) -> str:
     """Write a timeline chart per fault (PNG + SVG) and index.html into ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     charts = write_charts(doc, out_dir)
-    path = os.path.join(out_dir, FILENAME)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(render_html(doc, charts))
-    os.replace(tmp, path)
-    return path
+    return write_page(out_dir, render_html(doc, charts))
