@@ -152,11 +152,19 @@ def test_kill_child(mode):
     r = fault_run("kill-child", mode)
     _common(r)
     c = _counts(r)
-    assert r["worker_lost_errors"] >= 1  # Celery saw its pool child die mid-task
+    # Only the child died: its node stayed up and took on work afterwards. (WorkerLostError
+    # is not asserted: Celery logs it only once the main process has read the child's
+    # "job accepted"; a kill that lands before that, on a loaded host, leaves no such line.)
+    assert r["fault_info"]["node"] and len(r["fault_info"]["pids"]) == 1
     if mode == "at-most-once":
         assert r["victims"][0] in c["lost_ops"] and c["duplicated"] == 0
-    else:  # task_reject_on_worker_lost: sent back at once, run again
-        assert c["lost"] == 0 and c["redeliveries"] >= 1 and c["duplicated"] == 0
+    else:  # task_reject_on_worker_lost: sent back, run again; never lost
+        assert c["lost"] == 0 and c["redeliveries"] >= 1
+        # at-least-once may also run it twice here (seen on a loaded host: the requeued
+        # message and the visibility-timeout restore of the same delivery both ran);
+        # effectively-once must not let the second one change anything
+        if mode == "effectively-once":
+            assert c["duplicated"] == 0
     assert r["kept"] is True, r["verdict"]
 
 
@@ -167,7 +175,7 @@ def test_acks_late_alone_is_not_at_least_once():
     r = fault_run("kill-child", "acks-late-only")
     _common(r)
     c = _counts(r)
-    assert r["worker_lost_errors"] >= 1 and c["duplicated"] == 0
+    assert c["duplicated"] == 0
     assert r["kept"] is (c["lost"] == 0)
     assert r["delivery"]["celery_settings"] == {"task_acks_late": True}
 

@@ -343,16 +343,22 @@ def test_kill_and_pause_in_the_lab_keep_each_modes_promise(stack):
     assert code == 0 and b"stale-by-test" not in mutex, mutex
 
 
-def test_partition_worker_in_the_lab_loses_nothing_at_least_once(stack):
-    out = stack.faults("--lab", "--fault", "partition-worker", "--mode", "at-least-once", *SMALL,
-                       "--json", "results/p.json")
+def test_partition_and_broker_restart_in_the_lab_lose_nothing_at_least_once(stack):
+    # restart-broker kills the stack's own redis container and starts it again: its AOF
+    # (named volume) brings the queue back, and its tmpfs config dir must be writable again.
+    out = stack.faults("--lab", "--fault", "partition-worker,restart-broker", "--mode", "at-least-once",
+                       *SMALL, "--json", "results/p.json")
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
-    (r,) = json.loads((stack.results / "p.json").read_text())["runs"]
-    assert r["where"] == "lab" and r["fault"] == "partition-worker" and r["fired"], r["verdict"]
-    assert r["fault_info"]["network"].startswith(stack.project), r["fault_info"]
-    assert r["healed_at_s"] is not None and r["counts"]["lost"] == 0, r["counts"]
-    assert r["kept"] is True, r["verdict"]
+    runs = {r["fault"]: r for r in json.loads((stack.results / "p.json").read_text())["runs"]}
+    assert set(runs) == {"partition-worker", "restart-broker"}, sorted(runs)
+    for fault, r in runs.items():
+        assert r["where"] == "lab" and r["fired"], (fault, r["verdict"])
+        assert r["healed_at_s"] is not None and r["counts"]["lost"] == 0, (fault, r["counts"])
+        assert r["kept"] is True, (fault, r["verdict"])
+    assert runs["partition-worker"]["fault_info"]["network"].startswith(stack.project)
+    assert runs["restart-broker"]["broker_persistence"] == "aof"
     assert stack.containers(LABEL_RUN) == []
+    assert stack.broker().status == "running"  # the stack's broker is back, as we found it
 
 
 def test_lab_errors_are_one_line(stack, tool, tmp_path_factory):
