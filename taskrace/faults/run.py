@@ -31,6 +31,7 @@ APPLY_FN = "scenarios.ledger:apply"
 WORKLOADS = {"bank": "transfers between accounts: money is the unit of loss",
              "jobs": "uniquely numbered jobs: lost = never ran, duplicated = ran twice"}
 POLL_S = 0.05
+ARMED_POLL_S = 0.01  # waiting for the victim: look often, a young operation is what we want
 QUIET_S = 0.5  # nothing may move for this long before the run is called finished
 
 
@@ -194,14 +195,20 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
         # least 40 % is (else the next poll): a fault must hit work in flight, not work
         # that finishes while the signal is on its way.
         ahead = 0.6 * spec.work_s if spec.work_s else float("inf")
-        fresh = sorted((t, op, w) for op, (w, t) in running.items() if time.time() - t < ahead)
-        if ev["fired_at"] is None and progress["started"] >= spec.trigger and fresh:
-            _, op, worker = fresh[-1]
-            victim = Victim(op, worker)
+        newest = sorted((t, op, w) for op, (w, t) in running.items())
+        fresh = [c for c in newest if time.time() - c[0] < ahead]
+        armed = ev["fired_at"] is None and progress["started"] >= spec.trigger
+        # A loaded host may poll too slowly to catch an operation that young: after a few
+        # more starts (or once every operation has started), take the newest one running,
+        # so a fault never fails to fire while there is work in flight.
+        late = progress["started"] >= min(spec.ops, spec.trigger + 2 * spec.workers)
+        pick = fresh or (newest if late else [])
+        if armed and pick:
+            _, op, worker = pick[-1]
             say(f"{fault.name}: {op} running on {worker}")
-            fault.inject(cluster, victim)
-            ev.update(fired_at=_server_time(state), victims=[op], fault_info=fault.info,
-                      victim_worker=worker)
+            fired_at = _server_time(state)  # when the fault starts to land (a Docker call takes a while)
+            fault.inject(cluster, Victim(op, worker))
+            ev.update(fired_at=fired_at, victims=[op], fault_info=fault.info, victim_worker=worker)
             continue
         if ev["fired_at"] is not None and ev["healed_at"] is None:
             done = all(state.hget(ledger.keys(store)["applied"], v) for v in ev["victims"])
@@ -227,7 +234,7 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
             if broker is not None:
                 ev["parked"], ev["queued_at_end"] = len(broker["restore_in"]), broker["queued"]
             return ev
-        time.sleep(POLL_S)
+        time.sleep(ARMED_POLL_S if armed else POLL_S)
 
 
 def _timeline(log: list, ops: list[dict], t0: float) -> dict:
