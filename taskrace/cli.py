@@ -28,7 +28,7 @@ from taskrace.options import (Parser, UsageError, add_scenario_options, add_shar
 from taskrace.report import FORMATS, csv_text, markdown, print_details, print_runs
 from taskrace.results import BadResults, document, write_json
 from taskrace.runner import prepare, run_one
-from workers import TIERS, MissingDependency, UnknownChoice, get_tier, load
+from workers import TIERS, MissingDependency, UnknownChoice, available_tiers, get_tier, load
 from workers.base import TierFailure
 from workers.redact import redact_text
 from workers.redis_server import RedisUnavailable
@@ -264,7 +264,8 @@ def plan_compare(args) -> list:
     from taskrace import sweep
 
     scenarios = _names(args.scenario, SCENARIOS, "scenario")
-    backends = _names(args.backend, TIERS, "backend") if args.backend else list(TIERS)
+    # By default every backend that loads on this Python (`taskrace list` says why one does not).
+    backends = _names(args.backend, TIERS, "backend") if args.backend else available_tiers()
     counts = args.workers or [os.cpu_count() or 2]
     flag_sets, flag_sweeps = flag_items(args, scenarios)
     sets = parse_sets(flag_sets + args.set, scenarios)

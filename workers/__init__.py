@@ -45,3 +45,18 @@ def load(registry: dict[str, str], kind: str, name: str):
 def get_tier(name: str):
     """The tier class registered as ``name``."""
     return load(TIERS, "backend", name)
+
+
+def available_tiers() -> list[str]:
+    """The registered tiers that load here, in registry order: what ``compare`` runs by
+    default and the test matrix covers. A tier whose dependency (or Python version) is
+    missing is left out; ``taskrace list`` says why, and asking for it by name is the
+    one-line error."""
+    out = []
+    for name in TIERS:
+        try:
+            get_tier(name)
+        except MissingDependency:
+            continue
+        out.append(name)
+    return out
