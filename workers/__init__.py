@@ -12,6 +12,7 @@ TIERS: dict[str, str] = {
     "threads": "workers.threads:ThreadsTier",
     "asyncio": "workers.asyncio_tier:AsyncioTier",
     "processes": "workers.processes:ProcessesTier",
+    "interpreters": "workers.interpreters_tier:InterpretersTier",
     "celery": "workers.celery_tier:CeleryTier",
 }
 
