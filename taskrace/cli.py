@@ -149,26 +149,40 @@ def build_parser() -> Parser:
 
 
 def cmd_list(console: Console) -> int:
-    console.print("[bold]scenarios[/]")
+    from rich.table import Table
+
+    from scenarios.bank import STRATEGIES
+
+    def section(title: str):
+        # name | text, the text wrapping under itself: reads at 80 columns and in a log
+        grid = Table.grid(padding=(0, 1), pad_edge=False)
+        grid.title, grid.title_justify, grid.title_style = title, "left", "bold"
+        grid.add_column(width=1)
+        grid.add_column(no_wrap=True)
+        grid.add_column()
+        return grid
+
+    scenarios = section("scenarios")
     for name in SCENARIOS:
         cls = get_scenario(name)
-        console.print(f"  {name:<11} {cls.summary}")
+        scenarios.add_row("", name, escape(cls.summary))
         for p in cls.params:
-            console.print(f"      [dim]{p.flag} (default {p.default}): {escape(p.help)}[/]")
-    console.print("[bold]backends[/]")
+            scenarios.add_row("", "", f"[dim]{p.flag} (default {p.default}): {escape(p.help)}[/]")
+    backends = section("backends")
     for name in TIERS:
         try:
             cls = get_tier(name)
-            console.print(f"  {name:<11} {cls.summary}")
+            backends.add_row("", name, escape(cls.summary))
             for o in cls.cli_options:
                 default = f" (default {o.default})" if o.default is not None else ""
-                console.print(f"      [dim]{o.flag}{default}: {escape(o.help)}[/]", highlight=False)
+                backends.add_row("", "", f"[dim]{o.flag}{default}: {escape(o.help)}[/]")
         except MissingDependency as exc:
-            console.print(f"  {name:<11} [red]unavailable[/]: {escape(str(exc))}")
-    from scenarios.bank import STRATEGIES
-    console.print("[bold]bank strategies[/]")
+            backends.add_row("", name, f"[red]unavailable[/]: {escape(str(exc))}")
+    strategies = section("bank strategies")
     for name, text in STRATEGIES.items():
-        console.print(f"  {name:<11} {text}")
+        strategies.add_row("", name, escape(text))
+    for grid in (scenarios, backends, strategies):
+        console.print(grid, highlight=False)
     return EXIT_OK
 
 
