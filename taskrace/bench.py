@@ -1,6 +1,6 @@
 """``taskrace bench``: the harness measured against plain code doing the same work.
 
-Three sections, from one run, each a median of ``--repeat`` runs with min–max:
+Four sections, from one run; the first three a median of ``--repeat`` runs with min–max:
 
 1. **Speedup**: power-cpu on ``sequential`` vs ``processes -n 2`` through the harness
    (``prepare`` / ``run_one``, the record's ``wall_s``). Goal >= 1.9 on 2 cores. Beside
@@ -17,6 +17,17 @@ Three sections, from one run, each a median of ``--repeat`` runs with min–max:
    script (its own ``make_app``, the tier's workers and queue, ``join_native`` polling at
    2 ms like the tier), and raw Redis LPUSH/BRPOP round trips with redis-py as the floor.
    Goals: tax <= 20 %, chunked >= 10x the unchunked rate.
+4. **Counted, not timed** (``taskrace.counting``): the taxes of 2 and 3 as figures that
+   the machine's load barely moves. Redis commands per task of every celery run of
+   section 3, harness and plain (``INFO commandstats`` before and after each run; goal:
+   the harness adds at most 1 command per task). Instructions (``valgrind --tool=callgrind``,
+   Ir) of whole ``python -c`` commands, the harness's ``prepare``/``run_one`` against the
+   stdlib script, on each local tier, at 2 and 4 power-cpu tasks: the difference between
+   the two is the work of 2 tasks, with interpreter start-up, imports and pool start-up
+   cancelled out (goal: at most 5 % more); what the harness adds once per run and the
+   whole commands (an empty interpreter taken out) are printed beside. Without valgrind
+   the instructions are skipped with a note; they take ~1-2 minutes (valgrind runs
+   Python ~50x slower, hence the small workload, the same with ``--quick``).
 
 Harness and baseline measurements alternate, and their order flips every repeat (A B,
 B A, ...), so drift on a noisy machine hits both sides alike. Goals are printed with
@@ -41,7 +52,7 @@ from rich.text import Text
 from scenarios.base import BadInput
 from scenarios.mapreduce import sum_of_powers
 from scenarios.power import PowerCPU, calculate_raise_to
-from taskrace import tables
+from taskrace import counting, tables
 from taskrace.capacity import measure_capacity
 from taskrace.results import environment
 from taskrace.runner import prepare, run_one
@@ -50,7 +61,10 @@ from workers.base import TierFailure
 from workers.redis_server import RedisUnavailable, check_redis, find_redis_server
 
 SCHEMA = "taskrace.bench/1"
-GOALS = {"speedup_min": 1.9, "local_tax_max": 0.05, "celery_tax_max": 0.20, "chunk_gain_min": 10.0}
+GOALS = {"speedup_min": 1.9, "local_tax_max": 0.05, "celery_tax_max": 0.20, "chunk_gain_min": 10.0,
+         # counted, not timed (section 4): Redis commands the harness adds per task, and
+         # instructions it adds on the work of the local tiers
+         "commands_added_per_task_max": 1.0, "instructions_tax_max": 0.05}
 LOCAL_TIERS = ("sequential", "threads", "processes")
 CELERY_TIMEOUT_S = 300.0
 
@@ -303,6 +317,54 @@ def redis_round_trips(url: str, key: str, count: int) -> float:
         r.close()
 
 
+def _command_counter(url: str) -> tuple:
+    """A connection that reads ``INFO commandstats``, or None and why not (a Redis user
+    without the right to run INFO, say): the wall times do not need it."""
+    import redis
+
+    try:
+        return counting.CommandCounter(url), None
+    except redis.RedisError as exc:
+        return None, f"INFO commandstats refused: {type(exc).__name__}"
+
+
+def _counted(counter, sink: list, run):
+    """``run()``'s result; the Redis commands it caused appended to ``sink``."""
+    if counter is None:
+        return run()
+    with counter.window() as window:
+        result = run()
+    sink.append(window.delta)
+    return result
+
+
+def command_summary(harness_runs: list[dict], plain_runs: list[dict], calls: int) -> dict:
+    """Commands per task (per call, for a chunked workload), each side summed over its
+    runs. The counts are deterministic but for the workers' timers (kombu restores
+    unacknowledged messages every 10 s per worker), so the goal is checked on them."""
+    def total(runs):
+        out: dict[str, int] = {}
+        for run in runs:
+            for cmd, n in run.items():
+                out[cmd] = out.get(cmd, 0) + n
+        return dict(sorted(out.items()))
+
+    h, p = total(harness_runs), total(plain_runs)
+    hpt = sum(h.values()) / (len(harness_runs) * calls)
+    ppt = sum(p.values()) / (len(plain_runs) * calls)
+    entry = {"calls_per_run": calls, "runs": len(harness_runs),
+             "harness_per_run": [sum(r.values()) for r in harness_runs],
+             "plain_per_run": [sum(r.values()) for r in plain_runs],
+             "harness": h, "plain": p,
+             "harness_per_task": round(hpt, 4), "plain_per_task": round(ppt, 4),
+             "added_per_task": round(hpt - ppt, 4),
+             # per command, harness - plain, in commands per run (runs averaged)
+             "differ": {k: round(v / len(harness_runs), 2) for k, v in counting.commands_differ(h, p).items()},
+             "goal_max_added_per_task": GOALS["commands_added_per_task_max"]}
+    entry["met"] = entry["added_per_task"] <= entry["goal_max_added_per_task"]
+    return entry
+
+
 def bench_celery(plan: Plan, status) -> dict:
     from workers.celery_app import make_app
 
@@ -310,10 +372,14 @@ def bench_celery(plan: Plan, status) -> dict:
     harness: dict[str, list[float]] = {w: [] for w in workloads}
     plain: dict[str, list[float]] = {w: [] for w in workloads}
     rtt: list[float] = []
+    # Redis commands of each timed run (INFO commandstats before and after it, outside
+    # the timed span): the same runs as the wall times, counted instead of timed.
+    commands: dict[str, dict[str, list[dict]]] = {w: {"harness": [], "plain": []} for w in workloads}
     status.update(f"bench: starting celery -n {plan.workers} (and its Redis)")
     tier = get_tier("celery")(plan.workers, redis_url=plan.redis_url)
     with tier:
         app = make_app(tier.url)
+        counter, no_count = _command_counter(tier.url)
         try:
             status.update("bench: celery warm-up")
             for fn, args_list, chunk in workloads.values():  # connections, imports in workers
@@ -324,14 +390,19 @@ def bench_celery(plan: Plan, status) -> dict:
                 for name, (fn, args_list, chunk) in workloads.items():
                     status.update(f"bench {r + 1}/{plan.repeat}: celery {name} x{len(args_list)}")
                     steps = _in_order(
-                        r, lambda: harness[name].append(harness_celery(tier, fn, args_list, chunk)),
-                        lambda: plain[name].append(plain_celery(app, tier.queue, fn, args_list, chunk)))
+                        r, lambda: harness[name].append(_counted(
+                            counter, commands[name]["harness"], lambda: harness_celery(tier, fn, args_list, chunk))),
+                        lambda: plain[name].append(_counted(
+                            counter, commands[name]["plain"],
+                            lambda: plain_celery(app, tier.queue, fn, args_list, chunk))))
                     for step in steps:
                         step()
                 status.update(f"bench {r + 1}/{plan.repeat}: raw Redis LPUSH/BRPOP x{plan.redis_round_trips}")
                 rtt.append(redis_round_trips(tier.url, f"{tier.prefix}:bench-rtt", plan.redis_round_trips))
         finally:
             app.close()
+            if counter is not None:
+                counter.close()
         settings = tier.describe()
 
     n = plan.celery_tasks
@@ -351,6 +422,8 @@ def bench_celery(plan: Plan, status) -> dict:
                  "tax_per_repeat": spread([x / y - 1 for x, y in zip(h, p)], 4),
                  "goal_max": GOALS["celery_tax_max"]}
         entry["met"] = entry["tax"] <= entry["goal_max"]
+        entry["commands"] = (command_summary(commands[name]["harness"], commands[name]["plain"], n)
+                             if counter is not None else {"skipped": no_count})
         out["workloads"][name] = entry
     rtt_s = statistics.median(rtt)
     out["redis_round_trip_s"] = spread(rtt, 9)
@@ -365,6 +438,73 @@ def bench_celery(plan: Plan, status) -> dict:
         "chunk_gain_goal_min": GOALS["chunk_gain_min"],
     }
     out["ratios"]["chunk_gain_met"] = out["ratios"]["chunk_gain"] >= GOALS["chunk_gain_min"]
+    return out
+
+
+# instructions --------------------------------------------------------------------------------
+# The local tiers' tax counted: whole commands under callgrind (taskrace.counting), each
+# side at two sizes of the same work. The difference between the sizes is what the extra
+# tasks cost; interpreter start-up, imports and pool start-up are in both sizes' counts
+# and drop out of it. One small workload, whatever --quick says: counts need no repeats.
+COUNT_PARAMS = {"size": 1000, "exponent": 1000}
+COUNT_TASKS = (2, 4)
+
+
+def _instructions(code: str) -> int:
+    import subprocess
+
+    try:
+        return counting.python_instructions(code).instructions
+    except (counting.CountFailed, subprocess.TimeoutExpired) as exc:
+        # The harness's script asserts its verdict: a wrong answer ends here too (exit 1).
+        raise TierFailure(f"bench: counting instructions: {exc}") from None
+
+
+def bench_instructions(plan: Plan, status) -> dict:
+    """Instructions (callgrind's Ir) of the harness's power-cpu run on each local tier
+    against the stdlib script doing the same calls, at ``COUNT_TASKS`` tasks; and of an
+    empty interpreter (``python -c pass``), the start-up every count holds."""
+    valgrind = counting.find_valgrind()
+    if valgrind is None:
+        return {"skipped": "valgrind not found (apt-get install valgrind)"}
+    start_method = get_tier("processes")(plan.workers).start_method
+    small, large = COUNT_TASKS
+    out: dict = {"tool": "valgrind --tool=callgrind (Ir), every process and thread of the command",
+                 "valgrind": counting.valgrind_version(), "python": counting.python_binary(),
+                 "env": {"PYTHONHASHSEED": "0"}, "scenario": "power-cpu", "params": dict(COUNT_PARAMS),
+                 "tasks": list(COUNT_TASKS), "workers": plan.workers, "start_method": start_method}
+    status.update("counting instructions: an empty interpreter under callgrind")
+    empty = _instructions("pass")
+    out["empty_interpreter"] = empty
+    tiers = {}
+    for backend in LOCAL_TIERS:
+        workers = 1 if backend == "sequential" else plan.workers
+        code = {"harness": lambda p: counting.harness_code(backend, p, workers),
+                "stdlib": lambda p: counting.stdlib_code(backend, p, workers, start_method)}
+        counts: dict[str, dict[str, int]] = {"harness": {}, "stdlib": {}}
+        for side in ("harness", "stdlib"):
+            for tasks in COUNT_TASKS:
+                status.update(f"counting instructions: {backend}, {side}, {tasks} tasks, under callgrind")
+                counts[side][str(tasks)] = _instructions(code[side]({**COUNT_PARAMS, "tasks": tasks}))
+        h, b = counts["harness"], counts["stdlib"]
+        hw, bw = h[str(large)] - h[str(small)], b[str(large)] - b[str(small)]
+        # Linear in the tasks: C(n) = once + n * per_task; "once" is everything that does
+        # not grow with the tasks (start-up, imports, pools, the record).
+        once_h = h[str(small)] - hw * small / (large - small)
+        once_b = b[str(small)] - bw * small / (large - small)
+        entry = {"stdlib": counting.STDLIB_SUMMARY[backend].format(workers=workers, start_method=start_method),
+                 "workers": workers, "harness": h, "baseline": b,
+                 "harness_work": hw, "baseline_work": bw,
+                 "tax": round(hw / bw - 1, 4), "goal_max": GOALS["instructions_tax_max"],
+                 "added_per_task": round((hw - bw) / (large - small)),
+                 "once_added": round(once_h - once_b),
+                 "whole_harness": h[str(small)] - empty, "whole_baseline": b[str(small)] - empty,
+                 "whole_tax": round((h[str(small)] - empty) / (b[str(small)] - empty) - 1, 4),
+                 "harness_code": code["harness"]({**COUNT_PARAMS, "tasks": small}),
+                 "stdlib_code": code["stdlib"]({**COUNT_PARAMS, "tasks": small})}
+        entry["met"] = entry["tax"] <= entry["goal_max"]
+        tiers[backend] = entry
+    out["tiers"] = tiers
     return out
 
 
@@ -470,6 +610,85 @@ def print_report(result: dict, console: Console) -> None:
                                        tables.Spec("goal", "right"), tables.Spec("")], rows, width))
 
 
+def _mi(n: float) -> str:
+    """Instructions in millions, one decimal."""
+    return f"{n / 1e6:,.1f} M"
+
+
+def _added(n: float) -> str:
+    return f"{n / 1e6:+,.1f} M"
+
+
+def print_counted(result: dict, console: Console) -> None:
+    """Section 4: the same taxes as counts (commands, instructions), which barely move
+    with the machine's load. Absent from documents written before it existed."""
+    c = result.get("celery")
+    counted = result.get("instructions")
+    has_commands = c is not None and any("commands" in e for e in c["workloads"].values())
+    if not has_commands and counted is None:
+        return
+    width = console.width
+    console.print("[bold]4. overhead counted, not timed: the same comparisons as 2 and 3, in figures "
+                  "the machine's load barely moves[/]")
+    if c is None:
+        console.print("[dim]   Redis commands: skipped (--skip-celery)[/]")
+    elif has_commands:
+        w = c["workloads"]
+        skipped = next((e["commands"]["skipped"] for e in w.values() if "skipped" in e["commands"]), None)
+        if skipped:
+            console.print(f"[yellow]   Redis commands: not counted ({skipped})[/]")
+        else:
+            goal = max(e["commands"]["goal_max_added_per_task"] for e in w.values())
+            console.print(f"   Redis commands per task (per call when chunked), INFO commandstats around "
+                          f"each celery run of 3 (the {c['workers']} workers' and the caller's)")
+            specs = [tables.Spec("workload"), tables.Spec("harness", "right"), tables.Spec("plain", "right"),
+                     tables.Spec(f"added (goal ≤{goal:g})", "right"), tables.Spec("")]
+            rows = [[f"{name} (chunk {e['chunk']})" if e["chunk"] > 1 else name,
+                     f"{e['commands']['harness_per_task']:.2f}", f"{e['commands']['plain_per_task']:.2f}",
+                     f"{e['commands']['added_per_task']:+.2f}", _verdict(e["commands"]["met"])]
+                    for name, e in w.items()]
+            console.print(tables.fitted(None, specs, rows, width))
+            if c.get("tier", {}).get("broker") not in (None, "embedded"):
+                console.print("   [yellow]a broker given by URL: other clients' commands in those windows "
+                              "count too[/]")
+            differ = {name: ", ".join(f"{cmd} {d:+g}" for cmd, d in e["commands"]["differ"].items())
+                      for name, e in w.items()}
+            console.print("   commands that differ, harness - plain per run: "
+                          + "; ".join(f"{name}: {d or 'none'}" for name, d in differ.items()), highlight=False)
+            if any(differ.values()):
+                console.print("   (a few EVALSHA, SCRIPT, TIME, ZRANGEBYSCORE, SADD are the workers' timer: "
+                              "kombu restores unacknowledged messages every 10 s, in whichever side's "
+                              "window the tick falls)", highlight=False)
+    if counted is None:
+        return
+    if "skipped" in counted:
+        console.print(f"[yellow]   instructions: not counted ({counted['skipped']})[/]")
+        return
+    small, large = counted["tasks"]
+    p = counted["params"]
+    goal = max(e["goal_max"] for e in counted["tiers"].values())
+    console.print(f"   instructions (valgrind callgrind, Ir, every process) of power-cpu, size {p['size']}, "
+                  f"exponent {p['exponent']}+: the {large}-task run minus the {small}-task one, whole commands:")
+    specs = [tables.Spec("tier"), tables.Spec("harness", "right"), tables.Spec("stdlib", "right"),
+             tables.Spec(f"tax (goal ≤{100 * goal:.0f}%)", "right"), tables.Spec(""),
+             tables.Spec("harness adds once per run", "right")]
+    rows = [[f"{backend} -n {e['workers']}", _mi(e["harness_work"]), _mi(e["baseline_work"]),
+             f"{100 * e['tax']:+.2f} %", _verdict(e["met"]),
+             f"{_added(e['once_added'])} ({100 * e['whole_tax']:+.0f} % of a run)"]
+            for backend, e in counted["tiers"].items()]
+    console.print(tables.fitted(None, specs, rows, width))
+    console.print(f"   start-up, imports and pool start-up are in both sizes' counts and drop out of the "
+                  f"difference; both sides check their answer with a plain loop, as the harness does, so "
+                  f"the work is counted twice on each side. Once per run: what does not grow with the "
+                  f"tasks (imports, tier start and stop, the record); % of a run: whole {small}-task "
+                  f"commands, an empty interpreter's {_mi(counted['empty_interpreter'])} taken out. "
+                  f"User-space instructions only: the kernel's share (pipes, fork) is not in them. The "
+                  f"stdlib's counts repeat to ~0.1 %; the harness's move by up to ~1 % of the work "
+                  f"between runs (its sampler reads /proc for every process on the machine every 50 ms, "
+                  f"and valgrind runs ~50x slower): a tax within ±1 % is none",
+                  highlight=False)
+
+
 def write_result(path: str, result: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
@@ -491,12 +710,14 @@ def main(args, console: Console) -> int:
         capacity = {"before": measure_capacity(plan.workers)}
         result.update(bench_local(plan, status))
         result["celery"] = bench_celery(plan, status) if plan.celery else None
+        result["instructions"] = bench_instructions(plan, status)
         status.update("bench: measuring CPU capacity")
         capacity["after"] = measure_capacity(plan.workers)
     result["cpu_capacity"] = capacity
     result["bench_seconds"] = round(time.perf_counter() - t0, 3)
     result["load_avg_1m"] = spread(LOADS, 2) if LOADS else None
     print_report(result, console)
+    print_counted(result, console)
     load, cpus = result["load_avg_1m"], result["environment"]["cpus_usable"] or 1
     if load:
         busy = load["max"] > cpus + 1  # the bench itself keeps up to `cpus` cores busy
