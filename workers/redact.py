@@ -19,8 +19,27 @@ harmless word was is better than a password in a results file.
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from workers.redis_server import redact_url
+
+# Here, not in workers.redis_server: redacting must not import redis-py (the local tiers'
+# runs never use it, and importing it is most of the harness's fixed cost per run).
+def redact_url(url: str) -> str:
+    """Hide passwords in a redis URL: ``user:pw@`` -> ``user:***@``, ``?password=`` too."""
+    try:
+        p = urlsplit(url)
+        netloc = p.netloc
+        if p.password is not None:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+        query = p.query
+        if "password" in query:  # redis-py also accepts ?password=...
+            query = urlencode([(k, "***" if k == "password" else v)
+                               for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
+        return urlunsplit((p.scheme, netloc, p.path, query, p.fragment))
+    except ValueError:  # unparseable: blank anything between "://" and "@"
+        return re.sub(r"://[^@/]*@", "://***@", url)
+
 
 MASK = "***"
 

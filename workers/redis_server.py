@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -22,11 +21,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis
 
 from workers.celery_workers import die_with_parent
+from workers.redact import redact_url  # noqa: F401  (re-exported: callers import it from here)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -52,23 +52,6 @@ def find_redis_server() -> str | None:
         if cand.is_file() and os.access(cand, os.X_OK):
             return str(cand)
     return shutil.which("redis-server")
-
-
-def redact_url(url: str) -> str:
-    """Hide passwords in a redis URL: ``user:pw@`` -> ``user:***@``, ``?password=`` too."""
-    try:
-        p = urlsplit(url)
-        netloc = p.netloc
-        if p.password is not None:
-            userinfo, _, hostport = netloc.rpartition("@")
-            netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-        query = p.query
-        if "password" in query:  # redis-py also accepts ?password=...
-            query = urlencode([(k, "***" if k == "password" else v)
-                               for k, v in parse_qsl(query, keep_blank_values=True)], safe="*")
-        return urlunsplit((p.scheme, netloc, p.path, query, p.fragment))
-    except ValueError:  # unparseable: blank anything between "://" and "@"
-        return re.sub(r"://[^@/]*@", "://***@", url)
 
 
 def check_redis(url: str, timeout: float = 3.0) -> None:
