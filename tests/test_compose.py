@@ -26,13 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+try:
+    from docker_helpers import PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools, sh as _sh, \
+        unavailable as _unavailable
+except ImportError:  # tests/ imported as a package
+    from tests.docker_helpers import (PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools,
+                                      sh as _sh, unavailable as _unavailable)
+
 from scenarios import SCENARIOS  # noqa: E402
 from taskrace.cluster import LABEL_PROJECT, LABEL_SERVICE, node_name  # noqa: E402
 from workers import TIERS as TIER_REGISTRY  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PYTHON_BASE = "taskrace/python-base:bookworm"
-REDIS_BASE = "taskrace/redis-base:bookworm"
 # This session's image tag: another session building from another checkout (or the same
 # one, changed) must not swap the images under this one's stacks. Untagged at the end;
 # the layers stay in the build cache, so the next session builds in seconds.
@@ -44,8 +48,6 @@ QUICK_LAB = ("--repeat 1 --warmup 0 --set bank.trials=2 --set power-io.sleep=0.1
              "--set power-cpu.size=1000 --set mapreduce.size=200000")
 
 
-def _unavailable(msg: str):
-    pytest.fail(msg) if IN_CI else pytest.skip(msg)
 
 
 def _engine():
@@ -59,21 +61,8 @@ def _engine():
         _unavailable(f"no Docker engine answers: {exc}")
 
 
-def _compose_tools() -> dict[str, list[str]]:
-    tools = {}
-    if shutil.which("docker-compose"):
-        tools["v1"] = ["docker-compose"]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        tools["v2"] = ["docker", "compose"]
-    return tools
 
 
-def _sh(cmd, env=None, timeout=300, check=True, cwd=REPO_ROOT) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def _base_env(**extra) -> dict:

@@ -30,37 +30,25 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+try:
+    from docker_helpers import PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools, sh as _sh, \
+        unavailable as _unavailable
+except ImportError:  # tests/ imported as a package
+    from tests.docker_helpers import (PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools,
+                                      sh as _sh, unavailable as _unavailable)
+
 from taskrace.cluster import LABEL_PROJECT, LABEL_SERVICE  # noqa: E402
 from taskrace.faults.lab import LABEL_ROLE, LABEL_RUN, NO_PERSISTENCE_CHOICE, node_of  # noqa: E402
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-PYTHON_BASE = "taskrace/python-base:bookworm"
-REDIS_BASE = "taskrace/redis-base:bookworm"
 TAG = "test"
 FAULTS_YML = "compose/faults.yml"
 SMALL = ["--ops", "16", "--work", "0.2", "--no-contrast", "--no-progress"]
 
 
-def _unavailable(msg: str):
-    pytest.fail(msg) if IN_CI else pytest.skip(msg)
 
 
-def _compose_tools() -> dict[str, list[str]]:
-    tools = {}
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
-        tools["v2"] = ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        tools["v1"] = ["docker-compose"]
-    return tools
 
 
-def _sh(cmd, env=None, timeout=300, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def _socket_gid() -> int:

@@ -27,13 +27,14 @@ import pytest
 
 try:
     from conftest import LOCAL_TIERS, cli, stderr_lines
+    from docker_helpers import compose_tools as _compose_tools, sh as _sh, unavailable as _unavailable
 except ImportError:  # tests/ imported as a package
     from tests.conftest import LOCAL_TIERS, cli, stderr_lines
+    from tests.docker_helpers import compose_tools as _compose_tools, sh as _sh, unavailable as _unavailable
 
 from workers import TIERS, available_tiers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 HERE_HAS_IT = sys.version_info >= (3, 14)
 REASON = "needs Python 3.14+ (concurrent.futures.InterpreterPoolExecutor)"
 THIS_PYTHON = f"this is {sys.version_info[0]}.{sys.version_info[1]}"
@@ -93,26 +94,10 @@ def test_compare_by_default_and_the_test_matrix_take_it_only_where_it_loads():
 
 # --- in the Python 3.14 image ----------------------------------------------------------------
 
-def _unavailable(msg: str):
-    pytest.fail(msg) if IN_CI else pytest.skip(msg)
 
 
-def _sh(cmd, env=None, timeout=300, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
 
 
-def _compose_tools() -> dict[str, list[str]]:
-    tools = {}
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
-                                                 capture_output=True).returncode == 0:
-        tools["v2"] = ["docker", "compose"]
-    if shutil.which("docker-compose"):
-        tools["v1"] = ["docker-compose"]
-    return tools
 
 
 def _env(**extra) -> dict:
