@@ -21,7 +21,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,9 +30,11 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 try:
+    from celery_procs import wait_for
     from docker_helpers import PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools, sh as _sh, \
         unavailable as _unavailable
 except ImportError:  # tests/ imported as a package
+    from tests.celery_procs import wait_for
     from tests.docker_helpers import (PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools,
                                       sh as _sh, unavailable as _unavailable)
 
@@ -79,15 +80,6 @@ def _one_line(text: str) -> str:
     return lines[0]
 
 
-def _wait_for(what: str, predicate, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
 
 
 # session: engine and images --------------------------------------------------------------
@@ -159,7 +151,7 @@ class Stack:
             assert c.status in ("created", "running"), c.logs()[-2000:]
             return (c.attrs["State"].get("Health") or {}).get("Status") == "healthy"
 
-        _wait_for("the broker to be healthy", healthy, 120, 0.25)
+        wait_for(healthy, 120, "the broker to be healthy", 0.25)
 
     def broker_keys(self, pattern: str) -> list[str]:
         """Keys in the stack's broker, asked inside its container (REDISCLI_AUTH is set there)."""
@@ -258,7 +250,7 @@ def _inspect_while_running(stack, proc) -> dict:
             raise AssertionError(f"the run ended before its containers were seen: {proc.communicate()}")
         return {"worker", "ledger"} <= set(seen)
 
-    _wait_for("the run's worker and ledger containers", look, 180, 0.2)
+    wait_for(look, 180, "the run's worker and ledger containers", 0.2)
     return seen
 
 
@@ -386,7 +378,7 @@ def test_down_removes_what_a_killed_harness_left(version, engine, images, tmp_pa
         s.up_broker()
         proc = s.faults("--lab", "--fault", "pause-worker", "--mode", "at-least-once", *SMALL, popen=True)
         _inspect_while_running(s, proc)
-        harness = _wait_for("the harness container", lambda: s.containers(f"{LABEL_SERVICE}=lab", all=False), 60)
+        harness = wait_for(lambda: s.containers(f"{LABEL_SERVICE}=lab", all=False), 60, "the harness container")
         for c in harness:
             c.kill()
         proc.communicate(timeout=120)
