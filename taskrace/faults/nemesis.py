@@ -22,9 +22,9 @@ class Victim:
 class Fault:
     name = ""
     help = ""
-    needs_victim = True  # inject only while some operation is running
     lab_only = False
     touches_broker = False  # restart-broker and friends: the broker's persistence matters
+    held = False  # a state held until healed (a pause, a partition), not a one-off blow
 
     def __init__(self, mode: DeliveryMode, hold_s: float) -> None:
         self.mode, self.hold_s = mode, hold_s
@@ -35,8 +35,11 @@ class Fault:
 
     def heal_due(self, since_s: float, victims_done: bool) -> bool:
         """Whether to heal now, ``since_s`` after the fault; ``victims_done``: every
-        victim operation has been applied (by someone else)."""
-        return True
+        victim operation has been applied (by someone else). A held fault ends once its
+        victim was redelivered and applied elsewhere (that makes the duplicate certain),
+        or after the hold: longer than at-least-once's visibility timeout plus a sweep,
+        far shorter than at-most-once's hour."""
+        return not self.held or victims_done or since_s >= self.hold_s
 
     def heal(self, cluster) -> None:
         """Undo what can be undone (restart, resume). Default: nothing to undo."""
@@ -64,15 +67,10 @@ class KillChild(Fault):
 class PauseWorker(Fault):
     name = "pause-worker"
     help = "SIGSTOP a worker node past the visibility timeout, then SIGCONT"
+    held = True
 
     def inject(self, cluster, victim):
         self.info = cluster.pause_node(cluster.node_of(victim.worker))
-
-    def heal_due(self, since_s, victims_done):
-        # Resume once the victim was redelivered and applied elsewhere (that makes the
-        # duplicate certain), or after the hold: longer than at-least-once's visibility
-        # timeout plus a sweep, and far shorter than at-most-once's hour.
-        return victims_done or since_s >= self.hold_s
 
     def heal(self, cluster):
         cluster.resume_node(self.info["node"])
@@ -81,7 +79,6 @@ class PauseWorker(Fault):
 class RestartBroker(Fault):
     name = "restart-broker"
     help = "SIGKILL the broker and start it again (--broker-persistence aof|rdb|none)"
-    needs_victim = True  # with work in flight, so workers must reconnect mid-task
     touches_broker = True
 
     def inject(self, cluster, victim):
@@ -104,12 +101,10 @@ class PartitionWorker(Fault):
     name = "partition-worker"
     help = "disconnect a worker container from the lab's network, then reconnect it (lab only)"
     lab_only = True
+    held = True
 
     def inject(self, cluster, victim):
         self.info = cluster.partition_node(cluster.node_of(victim.worker))
-
-    def heal_due(self, since_s, victims_done):
-        return victims_done or since_s >= self.hold_s
 
     def heal(self, cluster):
         cluster.heal_partition(self.info["node"])
