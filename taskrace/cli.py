@@ -432,15 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             return cmd_compare(args, console)
         if args.command == "report":
-            from taskrace.html_report import write_report
+            from taskrace import html_report
+            from taskrace.faults import report as faults_report
             from taskrace.results import load_json
-            from taskrace.faults.report import load_faults, write_report as write_faults_report
 
-            doc = load_faults(args.results)  # "schema": "taskrace.faults/1", else None
-            if doc is not None:
-                write_report = write_faults_report
-            else:  # results, or a bad file: load_json says why in one line
-                doc = load_json(args.results)
+            doc = faults_report.load_faults(args.results)  # "schema": "taskrace.faults/1", else None
+            write_report = faults_report.write_report
+            if doc is None:  # results, or a bad file: load_json says why in one line
+                doc, write_report = load_json(args.results), html_report.write_report
             try:
                 written = write_report(doc, args.output)
             except OSError as exc:
@@ -451,8 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             from taskrace.bench import main as bench_main
             return bench_main(args, console)
         if args.command == "faults":
-            from taskrace.faults.cli import main as faults_main
-            return faults_main(args, console)
+            from taskrace.faults.cli import cmd_faults
+            return cmd_faults(args, console)
         if args.command == "cluster":
             from taskrace.cluster import cmd_cluster
             return cmd_cluster(args, console)

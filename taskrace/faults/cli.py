@@ -7,14 +7,13 @@ per fault with what each mode promised beside what happened.
 """
 from __future__ import annotations
 
-import os
-import sys
-
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+# Bad input is the CLI's own UsageError (one line, exit 2), checked by the CLI's helpers.
+from taskrace.cli import UsageError, _check_writable, _names
 from taskrace.faults.nemesis import FAULTS
 from taskrace.faults.run import WORKLOADS, FaultSpec, run_fault
 from workers.delivery import DEFAULT_MODES, MODES
@@ -26,11 +25,7 @@ DEFAULT_BROKER_PERSISTENCE = ("aof", "none")  # for faults that touch the broker
 # work this long is still running when it lands, as 0.05 s is under a local signal.
 LAB_WORK_S = 0.2
 SCHEMA = "taskrace.faults/1"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class FaultsUsage(ValueError):
-    """Bad input for ``taskrace faults``: one line, exit 2."""
+EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def add_faults_parser(sub) -> None:
@@ -66,34 +61,31 @@ def add_faults_parser(sub) -> None:
 
 
 def _choices(text: str, valid, what: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
+    names = _names(text, valid, what)  # an unknown name: one line listing the choices
     if not names:
-        raise FaultsUsage(f"{what} needs at least one name; choose from: {', '.join(valid)}")
-    for name in names:
-        if name not in valid:
-            raise FaultsUsage(f"unknown {what} {name!r}; choose from: {', '.join(valid)}")
+        raise UsageError(f"{what} needs at least one name; choose from: {', '.join(valid)}")
     return names
 
 
 def plan_matrix(args) -> list[FaultSpec]:
     """Every run of the matrix, validated before anything starts."""
     if not 1 <= args.repeat <= 100:
-        raise FaultsUsage(f"--repeat must be between 1 and 100, got {args.repeat}")
+        raise UsageError(f"--repeat must be between 1 and 100, got {args.repeat}")
     faults = _choices(args.fault, FAULTS, "fault")
     modes = _choices(args.mode, MODES, "mode")
     if args.workload not in WORKLOADS:
-        raise FaultsUsage(f"unknown workload {args.workload!r}; choose from: {', '.join(WORKLOADS)}")
+        raise UsageError(f"unknown workload {args.workload!r}; choose from: {', '.join(WORKLOADS)}")
     persistences = (_choices(args.broker_persistence, PERSISTENCE, "broker persistence")
                     if args.broker_persistence else
                     ["aof"] if args.lab else list(DEFAULT_BROKER_PERSISTENCE))
     if not args.lab:
         lab_only = [f for f in faults if FAULTS[f].lab_only]
         if lab_only:
-            raise FaultsUsage(f"fault {lab_only[0]!r} needs the compose lab: add --lab "
+            raise UsageError(f"fault {lab_only[0]!r} needs the compose lab: add --lab "
                               f"(with the lab's stack up: docker compose up -d)")
     if args.lab and any(FAULTS[f].touches_broker for f in faults) and persistences != ["aof"]:
         from taskrace.faults.lab import NO_PERSISTENCE_CHOICE
-        raise FaultsUsage(NO_PERSISTENCE_CHOICE)
+        raise UsageError(NO_PERSISTENCE_CHOICE)
     specs = []
     for fault in faults:
         for persistence in (persistences if FAULTS[fault].touches_broker else ["aof"]):
@@ -104,16 +96,9 @@ def plan_matrix(args) -> list[FaultSpec]:
                 try:
                     spec.validate()
                 except ValueError as exc:
-                    raise FaultsUsage(str(exc)) from None
+                    raise UsageError(str(exc)) from None
                 specs += [spec] * args.repeat
     return specs
-
-
-def _check_writable(path: str | None) -> None:
-    if path:
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise FaultsUsage(f"cannot write {path}: folder {folder} is missing or not writable")
 
 
 def exit_code(records: list[dict]) -> int:
@@ -131,7 +116,7 @@ def cmd_faults(args, console: Console) -> int:
         try:
             locate()
         except ClusterError as exc:
-            raise FaultsUsage(str(exc)) from None
+            raise UsageError(str(exc)) from None
         factory = LabCluster
     err = Console(stderr=True)
     records, contrast = [], []
@@ -320,14 +305,3 @@ def write_json(path: str, records: list[dict], contrast: list[dict]) -> None:
     with open(path, "w") as fh:
         json.dump(document(records, contrast), fh, indent=1)
 
-
-def main(args, console: Console) -> int:
-    try:
-        return cmd_faults(args, console)
-    except FaultsUsage as exc:
-        Console(stderr=True).print(f"taskrace: error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return EXIT_USAGE
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: taskrace faults")
