@@ -135,13 +135,12 @@ def runs_table(records: list[dict], title: str, width: int, columns: list[Column
     return RunsTable(table, tables.total([widths[c.key] for c in shown]), notes)
 
 
-HARNESS_SOURCE = "harness process tree"
-
-
 def source_notes(records: list[dict]) -> list[str]:
     """Where the resource figures come from, when not every row measured the same thing:
     in the lab, the celery rows' CPU %, peak RSS and procs are the worker nodes' own
     (measured where each task ran), the other rows' the harness's process tree."""
+    from taskrace.runner import HARNESS_SOURCE  # the label the runner gives the tree's figures
+
     sources = {}
     for r in records:
         source = (r.get("metrics") or {}).get("source") or HARNESS_SOURCE

@@ -61,7 +61,7 @@ def measure(scenario, tier, history: list | None = None) -> dict:
         history.extend(scenario.history_lines(execution, tier.name))
     metrics = sampler.metrics()
     metrics.update(source=HARNESS_SOURCE, how=HARNESS_HOW)
-    if getattr(tier, "external", False):
+    if tier.external:
         # The tasks ran in processes outside the harness's tree (the compose lab's worker
         # containers): the tree saw only the harness waiting. The CPU %, peak RSS and
         # process figures are then the workers' own, the tree's are kept under "harness".

@@ -131,6 +131,7 @@ class Tier:
     shares_memory = False  # tasks see (and can change) the caller's module globals
     needs_broker = False  # work travels through a message broker (tests then need Redis)
     channel_bounded = True  # channel(maxsize) really blocks producers when full
+    external = False  # tasks run in processes someone else started, outside the harness's tree
     bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "optimistic", "queue")
     cli_options: tuple[TierOption, ...] = ()  # the settings users may give: see TierOption
 
