@@ -48,6 +48,9 @@ COMPARE_DEFAULTS = {"power-io": {"sleep": 0.5}, "power-cpu": {"tasks": 4},
 # Variants compare runs unless told otherwise (--set or --sweep of the same option): globals
 # in a module-level list and in the tier's shared store side by side, the seed's two answers.
 COMPARE_SWEEPS = {"globals": [{"store": "module"}, {"store": "shared"}]}
+# Joining from other hosts (issue 11): `taskrace worker` and the netns hosts, `taskrace host`.
+COMMANDS_ELSEWHERE.update({"worker": "taskrace.join:add_worker_parser",
+                           "host": "workers.netns:add_host_parser"})
 
 
 def _int(text: str) -> int:
@@ -425,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("choose a command: list, run, compare, faults, report, bench, cluster (taskrace -h for help)")
         if getattr(args, "unavailable", None):
             raise UsageError(f"taskrace {args.command}: {args.unavailable}")
+        if args.command in ("worker", "host"):
+            from taskrace.join import cmd_worker
+            from workers.netns import cmd_host
+
+            return (cmd_worker if args.command == "worker" else cmd_host)(args, console)
         if args.command == "list":
             return cmd_list(console)
         if args.command == "run":
