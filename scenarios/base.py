@@ -97,6 +97,11 @@ class Scenario:
     name = ""
     summary = ""
     params: tuple[Param, ...] = ()
+    # Scaling sweeps (compare --scaling, taskrace.sweep): the option that says into how many
+    # independent tasks the work is cut. Strong scaling raises it to the largest -n when the
+    # user did not set it (the same work at every n, no worker left idle); weak scaling
+    # multiplies it by n. None: the scenario runs as given (actors, whose number -n sets).
+    scaling_param: str | None = None
 
     def __init__(self, params: dict | None = None, seed: int = 0) -> None:
         given = dict(params or {})
@@ -131,6 +136,12 @@ class Scenario:
         """How many concurrent actors ``execute`` will start at ``-n workers`` (0: plain
         tasks only), so a tier can make room for them before the timed run."""
         return 0
+
+    def task_count(self) -> int | None:
+        """How many independent tasks these parameters make: the most workers that can be
+        busy at once, so a point with more workers is task-starved (None: not a bag of
+        tasks)."""
+        return self.p[self.scaling_param] if self.scaling_param else None
 
     def history_lines(self, execution: Execution, tier_name: str) -> list[dict]:
         """Every operation of the run as JSON-able dicts, for ``--history`` (none here)."""

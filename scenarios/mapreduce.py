@@ -29,6 +29,10 @@ class MapReduce(Scenario):
         step = self.p["chunksize"]
         return [(numbers[i:i + step], self.p["exponent"]) for i in range(0, len(numbers), step)]
 
+    def task_count(self) -> int:
+        """One task per chunk. Not raised by strong scaling: --chunksize is the lesson."""
+        return -(-self.p["size"] // self.p["chunksize"])
+
     def expected(self) -> int:
         return sum_of_powers(range(self.p["size"]), self.p["exponent"])
 

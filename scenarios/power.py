@@ -57,6 +57,7 @@ def _expected(size: int, exponent: int, tasks: int, checksum: bool) -> list:
 
 class _Power(Scenario):
     checksum = False
+    scaling_param = "tasks"  # independent calls: any number of them, one per worker or more
 
     def validate(self) -> None:
         if self.p["size"] * self.p["tasks"] > MAX_POWERS:

@@ -119,6 +119,12 @@ def build_parser() -> Parser:
     compare.add_argument("--chunksize", default=None, metavar="LIST", help="= --sweep mapreduce.chunksize=LIST")
     compare.add_argument("--task-size", default=None, metavar="LIST", help="= --sweep power-cpu.size=LIST")
     compare.add_argument("--report", metavar="DIR", help="write plots and an HTML report here")
+    from taskrace.sweep import DEFAULT_SCALING, SCALINGS
+
+    compare.add_argument("--scaling", choices=SCALINGS, default=DEFAULT_SCALING,
+                         help="strong (default): the same work at every n, a task count you did not set "
+                              "raised to the largest n; weak: tasks x n at each point (scaled speedup); "
+                              "as-given: the options as they are (points with n > tasks task-starved)")
     compare.add_argument("--no-progress", action="store_true")
     # compare's own --strategy and --chunksize take comma lists, as a scenario flag does here
     add_scenario_options(compare, skip=("--strategy", "--chunksize"))
@@ -305,7 +311,8 @@ def plan_compare(args) -> list:
 
     points = sweep.expand(scenarios, backends, counts, strategies_for,
                           lambda name: {**COMPARE_DEFAULTS.get(name, {}), **sets.get(name, {})},
-                          lambda name: sweeps.get(name, [{}]))
+                          lambda name: sweeps.get(name, [{}]), scaling=args.scaling,
+                          given_for=lambda name: set(sets.get(name, {})))
     sweep.validate(points, tier_options(args), args.seed)
     return points
 
@@ -334,6 +341,8 @@ def _parse_sweeps(args, more: list[str]) -> dict[str, list[dict]]:
 
 def print_plan(points: list, args, console: Console) -> None:
     """What compare would run, point by point, with the options each point sets."""
+    from taskrace import sweep
+
     console.print(f"taskrace compare: would run {len(points)} points, each {args.warmup} warm-up + "
                   f"{args.repeat} measured runs ({len(points) * (args.warmup + args.repeat)} runs)",
                   markup=False, highlight=False, soft_wrap=True)
@@ -342,6 +351,8 @@ def print_plan(points: list, args, console: Console) -> None:
         console.print(f"  {point.label}{'  ' + params if params else ''}", markup=False, highlight=False,
                       soft_wrap=True)
     _print_settings(console, {}, tier_options(args))
+    for line in sweep.notes(points):
+        console.print(line, markup=False, highlight=False)
 
 
 def cmd_compare(args, console: Console) -> int:
@@ -393,6 +404,8 @@ def cmd_compare(args, console: Console) -> int:
     fits = sweep.derive(records)
     notes = emit(records, args, columns, console, err, title=f"taskrace compare (median of {args.repeat})",
                  doc=lambda: document(records, fits=fits, capacity=capacity))
+    for line in sweep.notes(records):
+        notes.print(line, style="dim", markup=False, highlight=False)
     if capacity:
         notes.print(describe_capacity(capacity))
     if args.json:

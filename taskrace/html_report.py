@@ -267,6 +267,7 @@ def explain_speedup(doc: dict, chart: plots.Chart) -> str:
             + " Panels where some point fell below 0.1× use a logarithmic axis, so the overhead-bound points "
             "stay visible.",
         ]
+        paras.append(_scaling_text(runs))
     if env.get("gil_enabled", True):
         gil = ("<b>Why threads flatten on <code>power-cpu</code>:</b> CPython's Global Interpreter Lock (GIL) "
                "lets only one thread execute Python bytecode at a time, so two threads doing arithmetic share "
@@ -292,8 +293,10 @@ def explain_speedup(doc: dict, chart: plots.Chart) -> str:
         "<b>Why a tier stops scaling.</b> Amdahl's law says that if a fraction <i>f</i> of the work cannot "
         "run in parallel, S(n) = 1 / (f + (1 − f)/n), and no number of workers beats 1/f: with f = 0.1 "
         "the ceiling is 10×. "
-        + ("" if chart.skipped else "The dotted curves are Amdahl's law fitted to each backend's points, "
-           "labelled with their f (a fit of f ≥ 1 is listed but not drawn). ")
+        + ("" if chart.skipped else "The dotted curves are Amdahl's law fitted to each backend's points "
+           "where the model applies: a fixed amount of work (not weak scaling), over the points where every "
+           "worker had a task, and from at least two such points with n &gt; 1; each is labelled with its f "
+           "(a fit of f ≥ 1 is listed but not drawn), and a series without one says why in its legend. ")
         + "The <b>Karp–Flatt</b> metric e = (1/S − 1/n) / (1 − 1/n) computes the same serial "
         "fraction from a single measured point (in the table below, when there is a sequential baseline). "
         "f or e near 0: the work parallelises; near 1: "
@@ -306,16 +309,38 @@ def explain_speedup(doc: dict, chart: plots.Chart) -> str:
         "point far below 1× is the tier's fixed cost per run (start-up of the work, pickling, the broker), "
         "far above 1× means more than one executor was at work (the bank always runs at least two actors; "
         "see the warnings under the table).")
-        + (" With only two worker counts, each fit passes through its one point with n &gt; 1, so read f as a "
-           "summary of that point, not a prediction." if len(plots.worker_counts(runs)) == 2 else "")
+        + (" With only two worker counts a series has one point with n &gt; 1, through which any curve "
+           "passes: no fit is drawn, and e says what that point says." if len(plots.worker_counts(runs)) == 2 else "")
         + (f" Points are medians of {'/'.join(map(str, sorted(repeats)))} repeats." if repeats else ""))
     return "".join(f"<p>{p}</p>" for p in paras) + _fits_table(doc)
+
+
+def _scaling_text(runs: list[dict]) -> str:
+    """How each panel's work met its workers (compare --scaling), in this file's terms."""
+    modes = {(r.get("scaling") or {}).get("mode") for r in runs if r["backend"] != "sequential"}
+    text = ("<b>Which scaling.</b> Each panel's subtitle says it. <i>Same work at every n</i> (strong "
+            "scaling): the tasks are the same at every point, and compare raises a task count you did not "
+            "set to the largest n, so that no worker waits for want of a task. ")
+    if "as-given" in modes:
+        text += ("<i>As given</i>: the options as they were set, whatever n (and for scenarios whose "
+                 "actors -n counts). ")
+    if "weak" in modes:
+        text += ("<i>Work grows with n</i> (weak scaling): the point at n runs n times the base tasks, and its "
+                 "<b>scaled speedup</b> (Gustafson's) is n × the sequential time of the base work ÷ its own "
+                 "time, the sequential run being measured at the base work only: S = n means n workers did "
+                 "n times the work in the time one took for the base. No Amdahl curve is fitted there (it "
+                 "is a law about a fixed amount of work); the grey diagonal is Gustafson's ideal too. ")
+    if any((r.get("scaling") or {}).get("starved") for r in runs):
+        text += ("<b>Hollow points are task-starved</b>: more workers than tasks, so some sat idle and the "
+                 "speedup stops at the task count whatever the tier; they are left out of every fit. ")
+    return text.rstrip()
 
 
 def _fits_table(doc: dict) -> str:
     runs = doc["runs"]
     labels = panels(runs)
     fits = plots.fits_by_series(doc)
+    skips = plots.fit_skips_by_series(doc)
     rows = []
     for key, label in labels.items():
         for b in plots.backends_in(runs):
@@ -327,6 +352,8 @@ def _fits_table(doc: dict) -> str:
                 continue
             f = fits.get((*key, b))
             ceiling = "–" if f is None or f <= 0 else (f"{1 / f:.1f}×" if f < 1 else "none (f ≥ 1)")
+            if (*key, b) in skips:
+                ceiling = f"no fit: {esc(skips[(*key, b)].split(':')[0])}"
             cells = "; ".join(f"n={n}: S {_fmt(s, '.2f')}, e {_fmt(e, '.2f')}" for n, s, e in pts)
             rows.append(f"<tr><td>{esc(label)}</td><td>{esc(b)}</td><td>{cells}</td>"
                         f"<td class=r>{_fmt(f, '.3f')}</td><td class=r>{ceiling}</td></tr>")

@@ -108,6 +108,27 @@ def fits_by_series(doc: dict) -> dict[tuple, float]:
     return out
 
 
+def fit_skips_by_series(doc: dict) -> dict[tuple, str]:
+    """(scenario, params, backend) -> why the series has no Amdahl fit (taskrace.sweep)."""
+    return {(fit["scenario"], json.dumps(fit.get("params") or {}, sort_keys=True), fit["backend"]):
+            fit["amdahl_skipped"] for fit in doc.get("fits") or [] if fit.get("amdahl_skipped")}
+
+
+def scaling_subtitle(runs: list[dict]) -> str:
+    """What a speedup panel's series held fixed or grew (taskrace.sweep's scaling)."""
+    scaling = next((r.get("scaling") for r in runs if r.get("scaling")), None) or {}
+    tasks = scaling.get("tasks")
+    if scaling.get("mode") == "weak":
+        return f"work grows with n ({scaling.get('given')} tasks × n; scaled speedup)"
+    counted = f" ({tasks} tasks)" if tasks is not None else ""
+    return f"same work at every n{counted}" + (", as given" if scaling.get("mode") == "as-given" else "")
+
+
+def speedup_word(runs: list[dict], key: tuple) -> str:
+    weak = any((r.get("scaling") or {}).get("mode") == "weak" for r in runs if series_key(r) == key)
+    return "scaled speedup" if weak else "speedup"
+
+
 def bank_samples(runs: list[dict]) -> list[dict]:
     """One row per bank trial, from every raw repeat (or the record's verdict if the
     repeats are missing): backend, strategy, workers, drift and lost updates."""
@@ -192,6 +213,7 @@ def plot_speedup(doc: dict) -> Figure | str:
     labels = panels(runs)
     base = baselines(runs)
     fits = fits_by_series(doc)
+    skips = fit_skips_by_series(doc)
     cores = (doc.get("environment") or {}).get("cpu_count")
     caps = capacity_figures(doc) if cores else []
     backends = [b for b in backends_in(runs) if b != "sequential"]
@@ -201,6 +223,7 @@ def plot_speedup(doc: dict) -> Figure | str:
     with matplotlib.rc_context(STYLE):
         fig, axes = panel_grid(len(keys), 3.3)
         xmax = max(counts + [cores or 0])
+        any_fit = any_starved = False
         offsets = {b: (i - (len(backends) - 1) / 2) * 0.04 * xmax / 2 for i, b in enumerate(backends)}
         for ax, key in zip(axes, keys):
             top, low = xmax, 1.0
@@ -210,11 +233,13 @@ def plot_speedup(doc: dict) -> Figure | str:
             if caps:  # what the cores really delivered: the ceiling for CPU-bound work at n = cores
                 ax.plot([cores] * len(caps), caps, color="black", marker="*", ms=11, lw=1.2, zorder=4)
                 top = max(top, max(caps))
-            fit_handles = []
+            fit_handles, unfitted = [], {}  # unfitted: why not (legend's short form) -> backends
             for b in backends:
-                pts = sorted((r["workers"], speedup_range(r, base[key])) for r in runs
-                             if series_key(r) == key and r["backend"] == b)
-                pts = [(n, s) for n, s in pts if s]
+                mine = [r for r in runs if series_key(r) == key and r["backend"] == b]
+                factor = {r["workers"]: (r.get("scaling") or {}).get("factor", 1) for r in mine}
+                pts = sorted((r["workers"], speedup_range(r, base[key])) for r in mine)
+                # weak scaling: the scaled speedup, n x T_seq(base work) / T_n (taskrace.sweep)
+                pts = [(n, tuple(factor[n] * v for v in s)) for n, s in pts if s]
                 if not pts:
                     continue
                 xs = [n + offsets[b] for n, _ in pts]
@@ -222,11 +247,20 @@ def plot_speedup(doc: dict) -> Figure | str:
                 yerr = [[s[0] - s[1] for _, s in pts], [s[2] - s[0] for _, s in pts]]
                 ax.errorbar(xs, mids, yerr=yerr, color=color(b), marker="o", ms=6, lw=1.8,
                             capsize=4, elinewidth=1.2, zorder=3)
+                starved = {r["workers"] for r in mine if (r.get("scaling") or {}).get("starved")}
+                if starved:  # hollow: some workers had no task, the point says nothing of the tier
+                    ax.plot([x for x, (n, _) in zip(xs, pts) if n in starved],
+                            [m for m, (n, _) in zip(mids, pts) if n in starved], ls="none", marker="o",
+                            ms=6, mfc="white", mec=color(b), mew=1.6, zorder=4)
+                    any_starved = True
                 top = max(top, max(s[2] for _, s in pts))
                 low = min(low, min(s[1] for _, s in pts))
                 f = fits.get((*key, b))
                 if f is None:
+                    if (*key, b) in skips:
+                        unfitted.setdefault(skips[(*key, b)].split(":")[0], []).append(b)
                     continue
+                any_fit = True
                 if -1 <= f < 1:  # a curve worth drawing; f >= 1 means "slower with every worker"
                     grid = [1 + i * (xmax - 1) / 60 for i in range(61)]
                     (line,) = ax.plot(grid, [amdahl_speedup(f, p) for p in grid], color=color(b), ls=":",
@@ -235,7 +269,13 @@ def plot_speedup(doc: dict) -> Figure | str:
                 else:
                     blank = Line2D([], [], color=color(b), ls="none", marker="x", ms=5)
                     fit_handles.append((blank, f"{b}: f = {f:.3g} (≥ 1: more workers, slower)"))
-            ax.set_title(labels[key])
+            drawn = [b for b in backends if any(series_key(r) == key and r["backend"] == b for r in runs)]
+            for why, which in unfitted.items():  # one line per reason, naming the backends if not all
+                blank = Line2D([], [], color=color(which[0]) if len(which) == 1 else "black", ls="none",
+                               marker="o", mfc="white", ms=5)
+                fit_handles.append((blank, f"no Amdahl fit{'' if which == drawn else ' (' + ', '.join(which) + ')'}"
+                                           f": {why}"))
+            ax.set_title(f"{labels[key]}\n{scaling_subtitle([r for r in runs if series_key(r) == key])}")
             ax.set_xlabel("workers (n)")
             ax.set_xlim(0.7, xmax + 0.3)
             ax.set_xticks(sorted(set(counts + ([cores] if cores else []))))
@@ -245,11 +285,11 @@ def plot_speedup(doc: dict) -> Figure | str:
                 bottom = low / 2
                 ax.set_ylim(bottom, bottom * (top / bottom) ** (1 / (1 - room)))
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}×"))
-                ax.set_ylabel("speedup vs sequential (×, log)")
+                ax.set_ylabel(f"{speedup_word(runs, key)} vs sequential (×, log)")
             else:
                 ax.set_ylim(0, top / (1 - room))
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:g}×"))
-                ax.set_ylabel("speedup vs sequential (×)")
+                ax.set_ylabel(f"{speedup_word(runs, key)} vs sequential (×)")
             if fit_handles:
                 ax.legend([h for h, _ in fit_handles], [t for _, t in fit_handles], loc="upper left",
                           fontsize=8, framealpha=0.9, handlelength=2.2, borderaxespad=0.3)
@@ -260,11 +300,19 @@ def plot_speedup(doc: dict) -> Figure | str:
             handles.append(Line2D([], [], color="black", lw=1, ls=(0, (5, 4)), label=f"{cores} CPU cores"))
         if caps:
             handles.append(Line2D([], [], color="black", marker="*", ms=11, lw=0, label="CPU capacity measured"))
-        handles.append(Line2D([], [], color="black", ls=":", lw=1.8, label="Amdahl fit (dotted)"))
+        if any_fit:
+            handles.append(Line2D([], [], color="black", ls=":", lw=1.8, label="Amdahl fit (dotted)"))
+        if any_starved:
+            handles.append(Line2D([], [], color="black", marker="o", mfc="white", lw=0,
+                                  label="task-starved (n > tasks)"))
         handles.append(Line2D([], [], color="black", marker="|", ms=10, lw=0, label="min–max of repeats"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
-        fig.suptitle("Speedup vs number of workers (median of repeats; higher is better)", fontweight="bold",
-                     fontsize=13)
+        rows = math.ceil(len(handles) / 7)  # at most 7 a row: 1200 px hold that many
+        fig.legend(handles=handles, loc="outside lower center", ncols=math.ceil(len(handles) / rows),
+                   frameon=False)
+        modes = {(r.get("scaling") or {}).get("mode") for r in runs if r["backend"] != "sequential"}
+        how = {"strong": "; strong scaling", "weak": "; weak scaling"}.get(modes.pop() if len(modes) == 1 else "", "")
+        fig.suptitle(f"Speedup vs number of workers (median of repeats; higher is better{how})",
+                     fontweight="bold", fontsize=13)
     return fig
 
 

@@ -18,8 +18,10 @@ FORMATS = ("table", "markdown", "csv", "json")
 
 
 def series_key(run: dict) -> tuple[str, str]:
-    """What a point is compared with: same scenario, same parameters (strategy included)."""
-    return run["scenario"], json.dumps(run.get("params") or {}, sort_keys=True)
+    """What a point is compared with: same scenario, same parameters (strategy included);
+    under weak scaling, the base work's parameters (taskrace.sweep)."""
+    params = (run.get("scaling") or {}).get("base_params") or run.get("params") or {}
+    return run["scenario"], json.dumps(params, sort_keys=True)
 
 
 def panels(runs: list[dict]) -> dict[tuple, str]:

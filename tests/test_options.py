@@ -138,7 +138,8 @@ def test_backend_and_workers_are_spelled_alike_on_run_and_compare(taskrace):
         code, out, err = taskrace("compare", "--scenario", "power-io", b, "threads,processes",
                                   "--workers", "1,3", "--dry-run")
         assert code == 0, err
-        labels = {line.split("  ")[1].strip() for line in out.splitlines()[1:]}
+        # the plan's points are indented; the notes under them (compare --scaling) are not
+        labels = {line.split("  ")[1].strip() for line in out.splitlines()[1:] if line.startswith("  ")}
         assert labels == {"power-io on sequential -n 1", "power-io on threads -n 1", "power-io on threads -n 3",
                           "power-io on processes -n 1", "power-io on processes -n 3"}
 
