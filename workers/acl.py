@@ -159,7 +159,7 @@ def _probes(db: int):
         ("ZREM", "unacked*", "acknowledge a message", lambda r, t: r.zrem("unacked_index", f"rightscheck-{t}")),
         ("SET", "unacked*", "take the restore mutex",
          lambda r, t: r.set("unacked_mutex", f"rightscheck-{t}", nx=True, px=1)),
-        ("SETEX", "celery-task-meta-*", "store a result", lambda r, t: r.setex(k(meta, t), 5, "{}")),
+        ("SETEX", "celery-task-meta-*", "store a result", lambda r, t: r.execute_command("SETEX", k(meta, t), 5, "{}")),
         ("GET", "celery-task-meta-*", "read a result", lambda r, t: r.get(k(meta, t))),
         ("PUBLISH", "celery-task-meta-*", "announce a result", lambda r, t: r.publish(k(meta, t), "{}")),
         ("LPUSH", "*.reply.celery.pidbox", "answer `celery control` (ping, add_consumer)",
