@@ -127,7 +127,8 @@ def test_compose_config_validates_with_v1_and_v2():
     env["DOCKER_GID"] = "999"
     for version, tool in tools.items():
         for files in ([], ["-f", "docker-compose.yml", "-f", "compose/scaling.yml"],
-                      ["-f", "docker-compose.yml", "-f", "compose/redis-port.yml"]):
+                      ["-f", "docker-compose.yml", "-f", "compose/redis-port.yml"],
+                      ["-f", "docker-compose.yml", "-f", "compose/join.yml"]):
             _sh([*tool, *files, "config", "-q"], env=env, timeout=60)
         services = _sh([*tool, "config", "--services"], env=env, timeout=60).stdout.split()
         assert {"redis", "worker", "lab"} <= set(services), (version, services)
@@ -458,3 +459,104 @@ def test_down_removes_every_container_network_and_volume(stack):
     assert stack.leftovers()["volumes"], "the stack should have its redis volume before down"
     stack.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180)
     assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
+
+
+# a worker on another host joins over TLS (compose/join.yml) -------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_host_joins_the_lab_over_tls_as_the_worker_user(engine, images, tmp_path):
+    """The README's join, by hand: a host in its own network namespace (taskrace host add)
+    reaches the lab's one published port (the wan proxy, then Redis's TLS port) over the
+    bridge, not loopback; `taskrace worker --env-file join/worker.env` joins as the ACL user
+    `worker`; the lab's compare runs its share there, and the record's nodes name it. The
+    same worker with a wrong password, no TLS or the default user is refused in one line.
+    Redis logged no ACL denial: the worker user's rights were enough for a real race."""
+    from workers.netns import GATEWAY, Host, require_tools
+    from workers.netns import HostError
+
+    tools = _compose_tools()
+    if "v2" not in tools:
+        _unavailable("Compose v2 is not installed (compose/install-compose-v2.sh)")
+    try:
+        require_tools()
+    except HostError as exc:
+        _unavailable(f"no network namespaces here: {exc}")
+    results, join = tmp_path / "results", tmp_path / "join"
+    results.mkdir()
+    s = Stack(tools["v2"], "v2", engine, results)
+    s.project = f"taskrace-test-join-{secrets.token_hex(3)}"
+    s.env = _base_env(LAB_RESULTS_DIR=str(results), JOIN_DIR=str(join), JOIN_BIND=GATEWAY,
+                      JOIN_PORT=str(_free_port()), WORKER_REPLICAS="1", LAB_WORKERS="2")
+    files = ["compose/join.yml"]
+    worker = None
+    with Host(f"j{secrets.token_hex(3)}") as host:
+        try:
+            # The bridge exists now (Host made it): the port can be published on its address.
+            s.compose("up", "-d", "redis", "wan", "worker", files=files, timeout=300)
+            env_file = join / "worker.env"
+            text = env_file.read_text()
+            assert "TASKRACE_BROKER_URL=rediss://worker:" in text and (join / "ca.crt").is_file()
+            assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+            wan = s.containers("wan")[0]
+            bindings = wan.attrs["HostConfig"]["PortBindings"]["6380/tcp"]
+            assert [b["HostIp"] for b in bindings] == [GATEWAY], bindings  # only where asked
+            assert not (s.containers("redis")[0].attrs["HostConfig"]["PortBindings"] or {})
+
+            def joiner(env_path: Path, name: str, **kw):
+                argv = host.argv([sys.executable, "-m", "taskrace", "worker", "--env-file", str(env_path),
+                                  "--name", name])
+                return subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, **kw)
+
+            # Refused in one line each, exit 2, nothing started.
+            password = text.split("rediss://worker:", 1)[1].split("@", 1)[0]
+            for label, changed in (("wrong password", text.replace(password, "not" + password[3:])),
+                                   ("no TLS", text.replace("rediss://", "redis://")),
+                                   ("default user", text.replace("rediss://worker:", "rediss://:"))):
+                bad = join / f"{label.replace(' ', '-')}.env"
+                bad.write_text(changed)
+                proc = joiner(bad, "refused")
+                assert proc.returncode == 2, (label, proc.stdout, proc.stderr)
+                lines = proc.stderr.strip().splitlines()
+                assert len(lines) == 1 and "Traceback" not in proc.stderr, (label, proc.stderr)
+                assert password not in proc.stderr + proc.stdout, label
+
+            log = open(tmp_path / "remote.log", "w")
+            worker = subprocess.Popen(host.argv([sys.executable, "-m", "taskrace", "worker", "--env-file",
+                                                 str(env_file), "--name", "remote"]),
+                                      cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+            deadline = time.monotonic() + 90
+            while " ready." not in (tmp_path / "remote.log").read_text():
+                assert worker.poll() is None, (tmp_path / "remote.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, (tmp_path / "remote.log").read_text()[-2000:]
+                time.sleep(0.2)
+            assert f"rediss://worker:**@{GATEWAY}:" in (tmp_path / "remote.log").read_text()
+
+            s.compose("run", "--rm", "lab", "taskrace", "compare", "--scenario", "power-io", "-b", "celery",
+                      "-n", "2", "--repeat", "1", "--warmup", "0", "--set", "power-io.sleep=0.1",
+                      "--json", "results/join.json", files=files, timeout=300)
+            doc = json.loads((results / "join.json").read_text())
+            celery = [r for r in doc["runs"] if r["backend"] == "celery"]
+            assert celery and all(r["verdict"]["ok"] for r in celery)
+            nodes = set().union(*(r["nodes"] for r in celery))
+            remote = [n for n in nodes if n.startswith("remote@")]
+            local = {node_name(c) for c in s.containers("worker")}
+            assert remote and local & nodes, (nodes, local)  # both hosts ran a share
+            redis_c = s.containers("redis")[0]
+            code, out = redis_c.exec_run(["redis-cli", "--user", "taskrace", "ACL", "LOG"])
+            assert code == 0 and out.strip() == b"", out  # no command of the worker was denied
+        finally:
+            if worker is not None and worker.poll() is None:
+                os.killpg(worker.pid, 15)  # its own session: the joiner and its pool children
+                try:
+                    worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, 9)
+                    worker.wait(10)
+            s.down()
+            s.sweep()
+            assert s.leftovers() == {"containers": [], "networks": [], "volumes": []}
