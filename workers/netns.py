@@ -31,6 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,7 +41,7 @@ GATEWAY = "10.77.0.1"  # this machine, on the bridge: where hosts reach Redis
 PREFIX = "taskrace-"  # netns names
 VETH = "trv"  # host-side veth names: trv<N> for 10.77.0.N
 INSIDE = "eth0"  # the veth's name inside the namespace
-LOCK = Path("/run/taskrace-hosts.lock")
+LOCK = Path("/run" if os.path.isdir("/run") else tempfile.gettempdir(), "taskrace-hosts.lock")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,30}$")
 
 
@@ -244,8 +245,10 @@ def cmd_host(args, console) -> int:
             print(f"removed {args.name}" if removed else f"no host {args.name}: nothing to remove")
         elif args.host_command == "list":
             hosts = list_hosts()
+            if hosts:  # 32 + 15 + veth: within 80 columns for the longest name
+                print(f"{'host':<32} {'address':<15} veth")
             for h in hosts:
-                print(f"{h['name']:<24} {h['address'] or '?':<15} {h['netns']}")
+                print(f"{h['name']:<32} {h['address'] or '?':<15} {h['veth'] or '?'}")
             if not hosts:
                 print("no hosts (taskrace host add NAME)")
         else:
