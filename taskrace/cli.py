@@ -36,7 +36,8 @@ from workers.redis_server import RedisUnavailable
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Commands whose parsers live with their code, as "module:function(subparsers)".
 COMMANDS_ELSEWHERE = {"cluster": "taskrace.cluster:add_cluster_parser",
-                      "faults": "taskrace.faults.cli:add_faults_parser"}
+                      "faults": "taskrace.faults.cli:add_faults_parser",
+                      "network": "taskrace.network:add_network_parser"}
 
 # What `compare` uses unless told otherwise: the whole matrix, every point measured
 # 1 + 3 times, in about two minutes on two cores. The lessons hold at these sizes (a
@@ -476,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cluster":
             from taskrace.cluster import cmd_cluster
             return cmd_cluster(args, console)
+        if args.command == "network":
+            from taskrace.network import cmd_network
+            return cmd_network(args, console)
     except (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults) as exc:
         err.print(f"taskrace: error: {redact_text(str(exc))}", markup=False, highlight=False, soft_wrap=True)
         return EXIT_USAGE
