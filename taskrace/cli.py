@@ -1,4 +1,5 @@
-"""The command line: ``taskrace list | run | compare | report | bench | faults | cluster``.
+"""The command line: ``taskrace list | run | compare | network | report | bench | faults | cluster |
+worker | host``.
 
 Bad input of any kind ends in one line on stderr and exit code 2, before any worker
 starts (``--dry-run`` stops right there and prints the plan). Ctrl-C stops every worker
@@ -439,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("choose a command: list, run, compare, faults, report, bench, cluster (taskrace -h for help)")
+            raise UsageError("choose a command: list, run, compare, network, faults, report, bench, cluster, worker, "
+                             "host (taskrace -h for help)")
         if getattr(args, "unavailable", None):
             raise UsageError(f"taskrace {args.command}: {args.unavailable}")
         if args.command in ("worker", "host"):
@@ -460,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
 
             doc = faults_report.load_faults(args.results)  # "schema": "taskrace.faults/1", else None
             write_report = faults_report.write_report
+            if doc is None:
+                from taskrace import network, network_report
+
+                doc, write_report = network.load_network(args.results), network_report.write_report
             if doc is None:  # results, or a bad file: load_json says why in one line
                 doc, write_report = load_json(args.results), html_report.write_report
             try:

@@ -218,6 +218,17 @@ def default_scaling_rtts(rtts: list[float]) -> list[float]:
     return [rtts[0]] + ([min(rest, key=lambda r: abs(r - 5))] if rest else [])
 
 
+def load_network(path: str) -> dict | None:
+    """This command's document if ``path`` holds one (``taskrace report`` draws it), else
+    None: the caller's own loader then reads the file and says in one line what is wrong."""
+    try:
+        with open(path) as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA else None
+
+
 def plan_from(args) -> Plan:
     from taskrace.cli import _check_writable
 

@@ -16,6 +16,8 @@ Every process the run starts carries a marker and is killed by PID if left behin
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import signal
 
 import pytest
@@ -148,3 +150,14 @@ def test_dry_run_prints_the_plan_and_starts_nothing(capsys, restore_sigterm, tmp
     out = capsys.readouterr().out
     assert "would start" in out and "0 ms, 1 ms, 5 ms, 20 ms" in out
     assert not list(tmp_path.iterdir())
+
+
+def test_taskrace_report_redraws_a_network_file(run, tmp_path):
+    """`taskrace report network.json` draws the same two charts from the file alone."""
+    out = tmp_path / "again"
+    proc = subprocess.run([sys.executable, "-m", "taskrace", "report", str(run["dir"] / "net.json"),
+                           "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    page = (out / "index.html").read_text()
+    assert "Cost per task vs round-trip time" in page and "Local vs distributed scaling" in page
+    assert {p.name for p in out.glob("*.png")} == {p.name for p in (run["dir"] / "report").glob("*.png")}
