@@ -606,9 +606,6 @@ def print_fits(doc: dict, console: Console) -> None:
     n = doc["settings"]["workers"]
     console.print(tables.fitted(f"Cost per task = a + k x RTT (worker-seconds per call, celery -n {n})",
                                 specs, rows, width))
-    for name, f in fits.items():
-        if f["k"] is not None:
-            console.print(f"  {name}: {ms(f['a_s'])} ms + {f['k']:.2f} x RTT", markup=False, highlight=False)
     console.print("counted: the Redis round trips a worker makes per message (INFO commandstats): "
                   "BRPOP, a GET, one per MULTI/EXEC", markup=False, highlight=False)
 
