@@ -99,21 +99,10 @@ def aclfile_text(admin_password: str, worker_password: str) -> str:
 
 def write_aclfile(path, admin_password: str, worker_password: str, mode: int = 0o640) -> Path:
     """Write the aclfile atomically, created with ``mode`` whatever the umask."""
+    from workers.tls import write_private
+
     path = Path(path)
-    text = aclfile_text(admin_password, worker_password)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            fd = -1
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, aclfile_text(admin_password, worker_password).encode(), mode)
     return path
 
 

@@ -154,9 +154,9 @@ def _pem_key(key) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
+def write_private(path: Path, data: bytes, mode: int) -> None:
     """Atomically, created with ``mode`` (no moment with wider permissions, whatever the
-    umask): a temporary file beside it, then rename."""
+    umask): a temporary file beside it, then rename. Keys here, the aclfile in workers.acl."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -226,14 +226,14 @@ def ensure(out_dir, hosts) -> list[tuple[Path, str]]:
         ca = _load_ca(out)
         if ca is None:
             ca = make_ca()
-            _write(out / CA_KEY, _pem_key(ca[1]), 0o600)
-            _write(out / CA_CERT, _pem_cert(ca[0]), 0o644)
+            write_private(out / CA_KEY, _pem_key(ca[1]), 0o600)
+            write_private(out / CA_CERT, _pem_cert(ca[0]), 0o644)
             written += [(out / CA_KEY, "CA private key"),
                         (out / CA_CERT, f"CA certificate {CA_NAME!r}, hand this to worker hosts")]
         if not _server_cert_ok(out, ca[0], hosts):
             cert, key = issue_server_cert(*ca, hosts)
-            _write(out / SERVER_KEY, _pem_key(key), 0o640)
-            _write(out / SERVER_CERT, _pem_cert(cert), 0o644)
+            write_private(out / SERVER_KEY, _pem_key(key), 0o640)
+            write_private(out / SERVER_CERT, _pem_cert(cert), 0o644)
             names = ", ".join(sorted(sans(cert)))
             written += [(out / SERVER_KEY, "server private key"),
                         (out / SERVER_CERT, f"server certificate for {names}")]
