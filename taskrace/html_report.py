@@ -212,7 +212,8 @@ def _executor_notes(doc: dict) -> str:
             f"<ul>{''.join(notes)}</ul></div>")
 
 
-def _figure(chart: plots.Chart) -> str:
+def figure(chart: plots.Chart) -> str:
+    """A chart, inlined (the page stands alone), with where its PNG and SVG files are."""
     if chart.skipped:
         return f"<p class=skipped>No chart: {esc(chart.skipped.rstrip('.'))}.</p>"
     with open(chart.png, "rb") as fh:
@@ -543,25 +544,31 @@ def render_html(doc: dict, charts: list[plots.Chart]) -> str:
     for chart in charts:
         explain = EXPLAIN.get(chart.name)
         text = explain(doc, chart) if explain else ""
-        parts.append(f'<section id="{esc(chart.name)}"><h2>{esc(chart.title)}</h2>{_figure(chart)}'
+        parts.append(f'<section id="{esc(chart.name)}"><h2>{esc(chart.title)}</h2>{figure(chart)}'
                      f'<div class=seeing><h3>What you are seeing</h3>{text}</div></section>')
     nav = " ".join(f'<a href="#{esc(c.name)}">{esc(c.title)}</a>' for c in charts)
     created = doc.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>taskrace report — {esc(created)}</title>
-<style>{CSS}</style></head>
-<body><main>
-<h1>taskrace report</h1>
-<p class=sub>{len(runs)} points from {esc(created)}: the same work on each tier, measured from outside.</p>
+    return page(f"taskrace report — {created}", "taskrace report", f"""<p class=sub>{len(runs)} points from {esc(created)}: the same work on each tier, measured from outside.</p>
 <nav><a href="#overview">What was run</a> <a href="#environment">Environment</a>
 <a href="#table">All points</a> {nav}</nav>
 {section_overview(doc)}
 {section_environment(doc)}
 {section_table(doc)}
 {section_nodes(doc)}
-{"".join(parts)}
+{"".join(parts)}""")
+
+
+def page(title: str, heading: str, body: str) -> str:
+    """One self-contained HTML page: the compare, network and fault-lab reports share its
+    head and style. ``title`` and ``heading`` are text (escaped here), ``body`` is HTML."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{esc(title)}</title>
+<style>{CSS}</style></head>
+<body><main>
+<h1>{esc(heading)}</h1>
+{body}
 </main></body></html>
 """
 

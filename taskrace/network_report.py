@@ -20,7 +20,7 @@ import matplotlib
 from matplotlib.ticker import FuncFormatter
 
 from taskrace import plots
-from taskrace.html_report import CSS, _figure, esc, section_environment, write_page
+from taskrace.html_report import esc, figure, page, section_environment, write_page
 from taskrace.network import commands_sentence, measured_sentence, ms, pays_sentences, rate, verdict
 
 COST_TITLE = "Cost per task vs round-trip time"
@@ -218,30 +218,22 @@ def render_html(doc: dict, charts: dict[str, plots.Chart]) -> str:
     created = doc.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S%z")
     s = doc["settings"]
     commands = commands_sentence(doc)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>taskrace network — {esc(created)}</title>
-<style>{CSS}</style></head>
-<body><main>
-<h1>taskrace network: what a task costs over a network</h1>
-<p class=sub>{len(doc['samples'])} timed batches, {esc(created)}: celery -n {s['workers']} against an embedded
+    return page(f"taskrace network — {created}", "taskrace network: what a task costs over a network",
+                f"""<p class=sub>{len(doc['samples'])} timed batches, {esc(created)}: celery -n {s['workers']} against an embedded
 Redis, round-trip times {esc(', '.join(f'{r:g}' for r in s['rtts_ms']))} ms added by a proxy between workers
 and Redis, each point {s['repeat']} times.</p>
 <nav><a href="#cost_vs_rtt">{COST_TITLE}</a> <a href="#fits">Fits</a> <a href="#scaling">{SCALING_TITLE}</a>
 <a href="#environment">Environment</a></nav>
-<section id=cost_vs_rtt><h2>{COST_TITLE}</h2>{_figure(charts['cost_vs_rtt'])}
+<section id=cost_vs_rtt><h2>{COST_TITLE}</h2>{figure(charts['cost_vs_rtt'])}
 <div class=seeing><h3>What you are seeing</h3>{explain_cost(doc)}</div></section>
 <section id=fits><h2>Fits</h2>{_fits_table(doc)}
 <p class=note>{esc(measured_sentence(doc) or '')}</p>
 <p class=note>{esc(commands or '')}</p>
 <p class=note>Measured tasks/s (median, min..max of the repeats) against what the fit predicts; the
 "left out" rows come from a fit made without that round-trip time.</p>{_checks_table(doc)}</section>
-<section id=scaling><h2>{SCALING_TITLE}</h2>{_figure(charts['scaling'])}
+<section id=scaling><h2>{SCALING_TITLE}</h2>{figure(charts['scaling'])}
 <div class=seeing><h3>What you are seeing</h3>{explain_scaling(doc)}</div></section>
-{section_environment(doc)}
-</main></body></html>
-"""
+{section_environment(doc)}""")
 
 
 def write_report(doc: dict, out_dir: str) -> str:

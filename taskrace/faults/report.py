@@ -11,7 +11,6 @@ the page embeds the PNGs and loads nothing, like taskrace.html_report.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -26,7 +25,7 @@ from matplotlib.patches import Patch
 from taskrace import plots
 from taskrace.faults.cli import SCHEMA, notes
 from taskrace.faults.nemesis import FAULTS
-from taskrace.html_report import CSS, FILENAME, esc, section_environment, write_page
+from taskrace.html_report import FILENAME, esc, figure, page, section_environment, write_page
 from taskrace.results import BadResults
 from workers.delivery import MODES
 
@@ -311,15 +310,6 @@ CONTRAST_LESSON = (
     "pause-worker duplicate in another form: a timeout cannot tell a dead process from a slow one.")
 
 
-def _figure(chart: plots.Chart) -> str:
-    with open(chart.png, "rb") as fh:
-        data = base64.b64encode(fh.read()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" width="{chart.width}" height="{chart.height}" '
-            f'alt="{esc(chart.title)}"><figcaption>{esc(chart.title)}. Also written as '
-            f"<code>{esc(os.path.basename(chart.png))}</code> and <code>{esc(os.path.basename(chart.svg))}</code> "
-            "next to this page.</figcaption></figure>")
-
-
 def _num(value) -> str:
     return "–" if value is None else esc(value)
 
@@ -391,7 +381,7 @@ def section_fault(title: str, rows: list[dict], chart: plots.Chart) -> str:
     return f"""
 <section id="{esc(slug(title))}">
 <h2>{esc(title)}</h2>
-{_figure(chart)}
+{figure(chart)}
 {_table(rows)}
 <ul class=note>{''.join(_run_notes(r) for r in rows)}</ul>
 <div class=seeing><h3>What you are seeing</h3>
@@ -482,14 +472,7 @@ def render_html(doc: dict, charts: dict[str, plots.Chart]) -> str:
     nav = " ".join(f'<a href="#{esc(slug(t))}">{esc(t)}</a>' for t in grouped)
     sections = "".join(section_fault(t, rows, charts[t]) for t, rows in grouped.items())
     contrast = doc.get("contrast") or []
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>taskrace fault lab — {esc(created)}</title>
-<style>{CSS}</style></head>
-<body><main>
-<h1>taskrace fault lab</h1>
-<p class=sub>{len(runs)} fault runs on the {esc(where)} cluster, {esc(created)}: a fault injected while
+    return page(f"taskrace fault lab — {created}", "taskrace fault lab", f"""<p class=sub>{len(runs)} fault runs on the {esc(where)} cluster, {esc(created)}: a fault injected while
 planned operations run on real Celery workers, every operation counted against the plan. {verdict}.</p>
 <nav><a href="#modes">Modes and settings</a> <a href="#reading">Reading a timeline</a> {nav}
 {'<a href="#contrast">Shared memory</a>' if contrast else ''} <a href="#environment">Environment</a></nav>
@@ -501,9 +484,7 @@ planned operations run on real Celery workers, every operation counted against t
 <p class=note><b>Columns.</b> planned: operations in the plan. applied once / lost / applied twice+: how many
 times each planned operation's effect landed. units missing / created: the money of lost operations, and
 of the extra applications. redeliveries: deliveries Celery flagged as redelivered. WorkerLostErrors: in the
-workers' logs. victim back after s: from the fault to the moment the operation it hit was applied.</p>
-</main></body></html>
-"""
+workers' logs. victim back after s: from the fault to the moment the operation it hit was applied.</p>""")
 
 
 def write_report(doc: dict, out_dir: str) -> str:
