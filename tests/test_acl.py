@@ -18,23 +18,15 @@ import time
 import pytest
 import redis
 
-from celery_fixtures import IN_CI, REPO_ROOT, start_worker, stop_workers, wait_ready
+from celery_fixtures import REPO_ROOT, require_tls_redis_binary, start_worker, stop_workers, wait_ready
 from workers.acl import WORKER_COMMANDS, check_worker_rights, worker_rules
-from workers.redis_server import EmbeddedRedis, _free_port, find_tls_redis_server
-
-
-def debian_redis() -> str:
-    binary = find_tls_redis_server()
-    if not binary:
-        msg = "no TLS-built redis-server (apt-get install redis-server)"
-        pytest.fail(msg) if IN_CI else pytest.skip(msg)
-    return binary
+from workers.redis_server import EmbeddedRedis, _free_port
 
 
 @pytest.fixture(scope="module")
 def server():
     """Join mode's users: default off, taskrace (all rights), worker."""
-    r = EmbeddedRedis(binary=debian_redis(), acl=True)
+    r = EmbeddedRedis(binary=require_tls_redis_binary(), acl=True)
     try:
         r.start()
         yield r
@@ -66,7 +58,7 @@ def test_aclfile_cli_writes_three_users_with_hashed_passwords(tmp_path):
     assert "secret" not in text + proc.stdout + proc.stderr  # hashes only, nothing echoed
     # and redis-server loads it as the compose override hands it over (--aclfile)
     port = _free_port()
-    srv = subprocess.Popen([debian_redis(), "--port", str(port), "--bind", "127.0.0.1", "--aclfile", str(out),
+    srv = subprocess.Popen([require_tls_redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--aclfile", str(out),
                             "--save", "", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.STDOUT)
     try:

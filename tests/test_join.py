@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from celery_fixtures import IN_CI, REPO_ROOT, kill_tree
+from celery_fixtures import IN_CI, REPO_ROOT, kill_tree, require_tls_redis_binary
 from workers.acl import worker_rules
-from workers.netns import BRIDGE, GATEWAY, Host, list_hosts
-from workers.redis_server import EmbeddedRedis, find_tls_redis_server
+from workers.netns import BRIDGE, GATEWAY, Host, HostError, list_hosts, require_tools
+from workers.redis_server import EmbeddedRedis
 from workers.tls import make_ca, sans
 
 # `taskrace` as a user types it: this interpreter's console script (pip install -e .)
@@ -35,22 +35,12 @@ TASKRACE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "taskr
 HOSTNAME = socket.gethostname()
 
 
-def unavailable(msg: str):
-    pytest.fail(msg) if IN_CI else pytest.skip(msg)
-
-
 def require_netns() -> None:
-    if not shutil.which("ip"):
-        unavailable("no `ip` (apt-get install iproute2)")
-    if os.geteuid() != 0:
-        unavailable("network namespaces need root")
-
-
-def require_tls_redis() -> str:
-    binary = find_tls_redis_server()
-    if not binary:
-        unavailable("no TLS-built redis-server (apt-get install redis-server)")
-    return binary
+    """The hosts' own requirements (iproute2, root): skip locally without them, fail in CI."""
+    try:
+        require_tools()
+    except HostError as exc:
+        pytest.fail(str(exc)) if IN_CI else pytest.skip(str(exc))
 
 
 def run(argv, timeout=120, **kw) -> subprocess.CompletedProcess:
@@ -85,7 +75,7 @@ def lab(tmp_path_factory):
     """Host `j<pid>` (netns, 10.77.0.N) and a TLS+ACL Redis whose TLS port is on the
     bridge at 10.77.0.1 (a forwarding proxy there; the plain port stays on loopback)."""
     require_netns()
-    binary = require_tls_redis()
+    binary = require_tls_redis_binary()
     host = Host(f"j{os.getpid()}")
     server = EmbeddedRedis(binary, acl=True, tls=True, tls_host=GATEWAY)
     entered = False
