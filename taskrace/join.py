@@ -43,6 +43,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from taskrace.options import UsageError
+from workers.celery_workers import POOLS
 from workers.redact import redact_url
 
 PASSWORD_ENV = "TASKRACE_REDIS_PASSWORD"
@@ -50,7 +51,6 @@ DEFAULT_NAME = "remote"
 DEFAULT_QUEUE = "taskrace"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _LOOPBACK = re.compile(r"^(127\.\d+\.\d+\.\d+|::1|localhost)$")
-POOLS = ("prefork", "threads", "solo")
 
 
 def add_worker_parser(sub) -> None:

@@ -33,12 +33,11 @@ import threading
 import time
 
 from workers.base import Outcome, Tier, TierFailure, TierOption
-from workers.celery_workers import CELERY_ENV_OVERRIDES, start_worker, stop_workers, wait_ready
+from workers.celery_workers import CELERY_ENV_OVERRIDES, POOLS, start_worker, stop_workers, wait_ready
 from workers.latency_proxy import LatencyProxy, parse_latency, redis_target, through
 from workers.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
 
-POOLS = ("prefork", "threads", "solo")
 # Actors that coordinate the others (the pipeline's producer, the bank queue's owner):
 # the first to run in the harness when external workers have too few slots for all.
 HARNESS_FIRST = ("producer", "owner")

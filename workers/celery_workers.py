@@ -27,6 +27,9 @@ CELERY_ENV_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_B
                         "CELERY_RESULT_BACKEND", "CELERY_CONFIG_MODULE")
 
 
+POOLS = ("prefork", "threads", "solo")  # celery worker --pool: the ones a worker here may use
+
+
 def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGTERM us if the harness dies, even by
     SIGKILL, when no clean-up code can run. Elsewhere a no-op."""
