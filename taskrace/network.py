@@ -15,8 +15,8 @@ the fit (least squares on the relative error, every repeat a point) gives a and 
 k is "round trips per task" as the workers experience them. ``INFO commandstats``
 around each calibration batch says which commands the round trips are (taskrace.counting).
 
-The proxy's timers wake on epoll's 1 ms grain, so it adds more than the delay asked for
-(~3 ms for "1 ms" here): each set of workers measures what its proxy really adds (PING
+The proxy's own hop and the machine's timer slack add a little to the delay asked for
+(~2.2 ms for "1 ms" here): each set of workers measures what its proxy really adds (PING
 through it less PING direct), and the fit uses that. Task counts are chosen per point
 from a calibration batch run first (also the warm-up), so that each point takes about
 ``--seconds`` whatever the RTT, with at least two tasks per worker. Every set of workers
@@ -299,8 +299,8 @@ def _calls_for(w: Workload, workers: int, cal_calls: int, cal_wall: float, secon
 
 def added_rtt(tier, pings: int = PINGS) -> float:
     """The round trip the proxy really adds, ms: median PING through it (the workers' URL)
-    less median PING straight to Redis. The proxy's asyncio timers wake on epoll's 1 ms
-    grain, and it adds its own hops, so this is more than twice the delay asked for."""
+    less median PING straight to Redis: a little more than the delay asked for (the proxy's
+    own hop, the machine's timer slack)."""
     import redis
 
     def median_ping(url: str) -> float:

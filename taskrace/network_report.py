@@ -140,8 +140,8 @@ def explain_cost(doc: dict) -> str:
     counted = (noop.get("counted") or {}).get("worker_round_trips")
     lines = [f"<p>Each point is what one task cost the workers: <i>n</i> × wall ÷ tasks, in worker-seconds "
              f"(for chunked workloads, per call). The x axis is the round-trip time the proxy adds between "
-             f"the workers and Redis, as measured (PING through the proxy less PING direct: its timers wake "
-             f"on a 1 ms grain, so it adds more than asked at small delays); the harness talks to Redis "
+             f"the workers and Redis, as measured (PING through the proxy less PING direct: its own hop "
+             f"and the machine's timer slack add a little to the delay asked for); the harness talks to Redis "
              f"directly, so only the workers pay it. "
              f"A worker that waits, one after the other, for <i>k</i> round trips per task pays "
              f"<i>a</i> + <i>k</i> × RTT: the dotted lines are that model fitted to the points (least squares "
