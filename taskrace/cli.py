@@ -38,7 +38,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 # Commands whose parsers live with their code, as "module:function(subparsers)".
 COMMANDS_ELSEWHERE = {"cluster": "taskrace.cluster:add_cluster_parser",
                       "faults": "taskrace.faults.cli:add_faults_parser",
-                      "network": "taskrace.network:add_network_parser"}
+                      "network": "taskrace.network:add_network_parser",
+                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
+                      "worker": "taskrace.join:add_worker_parser",
+                      "host": "workers.netns:add_host_parser"}
 
 # What `compare` uses unless told otherwise: the whole matrix, every point measured
 # 1 + 3 times, in about two minutes on two cores. The lessons hold at these sizes (a
@@ -50,9 +53,6 @@ COMPARE_DEFAULTS = {"power-io": {"sleep": 0.5}, "power-cpu": {"tasks": 4},
 # Variants compare runs unless told otherwise (--set or --sweep of the same option): globals
 # in a module-level list and in the tier's shared store side by side, the seed's two answers.
 COMPARE_SWEEPS = {"globals": [{"store": "module"}, {"store": "shared"}]}
-# Joining from other hosts (issue 11): `taskrace worker` and the netns hosts, `taskrace host`.
-COMMANDS_ELSEWHERE.update({"worker": "taskrace.join:add_worker_parser",
-                           "host": "workers.netns:add_host_parser"})
 
 
 def _int(text: str) -> int:

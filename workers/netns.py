@@ -134,7 +134,7 @@ def _ensure_bridge() -> None:
 
 
 def _remove_bridge_if_unused() -> None:
-    if not any(h for h in list_hosts()):
+    if not list_hosts():
         _ip("link", "del", BRIDGE, check=False)
 
 
