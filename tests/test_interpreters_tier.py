@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.docker  # needs a Docker engine (pyproject.toml: markers)
+
 try:
     from conftest import LOCAL_TIERS, cli, stderr_lines
     from docker_helpers import compose_tools as _compose_tools, sh as _sh, unavailable as _unavailable
