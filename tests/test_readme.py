@@ -1,19 +1,19 @@
-"""Every command the README shows works as written.
+"""Every command the README and the docs show works as written.
 
-The README is read at test time, so a command added or changed there is checked without
-editing this file. From its ```sh blocks:
+README.md and every docs/*.md page are read at test time, so a command added, changed or
+moved there is checked without editing this file. From their ```sh blocks:
 
 * every ``taskrace ...`` line (also after ``&&`` and inside ``docker compose run ... lab``)
   parses and passes the checks the CLI makes before any work starts: ``run`` and
   ``compare`` through ``taskrace.cli.main`` with ``--dry-run``, ``faults`` through its
   planner, the other commands through the parser;
-* the cheap ones run for real (REAL below), with lighter sizes where the README's take
+* the cheap ones run for real (REAL below), with lighter sizes where the pages' take
   minutes, in one directory, so that ``report`` and ``compare a.json b.json`` read files
-  the ``compare`` line wrote;
+  the ``compare`` line wrote, whichever page shows them;
 * every ``docker compose ...`` line's files, profiles and environment give a valid
   configuration (``docker compose config``) with the services the line names; skipped
   without Compose, except in CI (CI=true), where that is a failure;
-* the two commands of "Two commands" are there, letter for letter.
+* the two commands of the README's "Two commands" are there, letter for letter.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ from taskrace.options import UsageError  # noqa: E402
 from workers import TIERS  # noqa: E402
 
 README = REPO_ROOT / "README.md"
+DOCS = sorted((REPO_ROOT / "docs").glob("*.md"))
+PAGES = [README, *DOCS]  # what a reader is sent to; the commands of all of them are checked
 INSTALL_AND_COMPARE = "pip install -e . && taskrace compare"
 TEST_COMMAND = "pip install -e '.[test]' && python3 -m pytest -q"
 ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
@@ -47,17 +49,19 @@ ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 @dataclass
 class Command:
-    text: str  # as the README writes it, continuations joined, comment dropped
+    text: str  # as the page writes it, continuations joined, comment dropped
     argv: list[str]
     prefix: dict = field(default_factory=dict)  # VAR=value before the command
     exports: dict = field(default_factory=dict)  # what the block's `export` lines set
+    page: str = ""  # README.md, docs/lab.md, ...
 
     @property
     def env(self) -> dict:
         return {**self.exports, **self.prefix}
 
-    def __str__(self) -> str:  # the test id: what a reader finds in the README
-        return " ".join([*(f"{k}={v}" for k, v in self.prefix.items()), *self.argv])
+    def __str__(self) -> str:  # the test id: the page and what a reader finds there
+        line = " ".join([*(f"{k}={v}" for k, v in self.prefix.items()), *self.argv])
+        return f"{self.page}: {line}" if self.page else line
 
 
 def sh_lines(text: str) -> list[tuple[str, list[str]]]:
@@ -80,12 +84,23 @@ def sh_lines(text: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+def page_name(path: Path) -> str:
+    return path.relative_to(REPO_ROOT).as_posix()
+
+
 def readme_commands(text: str | None = None) -> list[Command]:
-    """Each command, split at ``&&``, its VAR=value prefixes taken out into ``env``; an
-    ``export VAR=$(...)`` line sets VAR (as the shell would) for the rest of its block."""
+    """Each command of README.md and docs/*.md (or of ``text``), split at ``&&``, its
+    VAR=value prefixes taken out into ``env``; an ``export VAR=$(...)`` line sets VAR (as
+    the shell would) for the rest of its block."""
+    if text is None:
+        return [cmd for path in PAGES for cmd in page_commands(path.read_text(), page_name(path))]
+    return page_commands(text, "")
+
+
+def page_commands(text: str, page: str) -> list[Command]:
     commands: list[Command] = []
     exports: dict = {}
-    for item in sh_lines(README.read_text() if text is None else text):
+    for item in sh_lines(text):
         if item is None:
             exports = {}
             continue
@@ -109,7 +124,7 @@ def readme_commands(text: str | None = None) -> list[Command]:
                 key, _, value = argv.pop(0).partition("=")
                 prefix[key] = value
             if argv:
-                commands.append(Command(line, argv, prefix, dict(exports)))
+                commands.append(Command(line, argv, prefix, dict(exports), page))
     return commands
 
 
@@ -121,7 +136,7 @@ def taskrace_commands() -> list[Command]:
         if cmd.argv[0] == "taskrace":
             out.append(cmd)
         elif is_compose(cmd) and "taskrace" in cmd.argv:
-            out.append(Command(cmd.text, cmd.argv[cmd.argv.index("taskrace"):]))  # the container's env
+            out.append(Command(cmd.text, cmd.argv[cmd.argv.index("taskrace"):], page=cmd.page))  # the container's env
     return out
 
 
@@ -160,8 +175,10 @@ def test_the_readme_is_read_as_a_shell_would():
 def test_the_readme_shows_taskrace_and_compose_commands():
     # Guards the extraction: an empty list would make every test below pass vacuously.
     names = {c.argv[1] for c in taskrace_commands() if len(c.argv) > 1}
-    assert {"run", "compare", "list", "report", "faults"} <= names
+    assert {"run", "compare", "list", "report", "faults", "network", "bench", "worker"} <= names
     assert compose_commands()
+    assert {c.page for c in compose_commands()} >= {"README.md", "docs/lab.md"}
+    assert DOCS, "no docs/*.md page: the reader is looking in the wrong place"
 
 
 # --- every taskrace line parses and passes the pre-run checks -----------------------
@@ -199,7 +216,7 @@ def test_every_taskrace_command_parses_and_validates(cmd, tmp_path, monkeypatch,
 
 # --- the cheap ones run for real ----------------------------------------------------
 
-# README command -> options added to make it quick (the README's sizes are the seed's,
+# A command of README.md or docs/*.md -> options added to make it quick (the pages' sizes are the seed's,
 # minutes in all). In this order, in one directory: report and the diff read the
 # results.json that the compare line writes (the diff, two copies of it).
 LIGHT_CPU = ["--set", "tasks=2", "--set", "size=200", "--set", "exponent=100"]
@@ -227,7 +244,7 @@ def _outputs(argv: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory) -> dict:
-    """Each REAL command the README still shows, run in REAL's order in one directory:
+    """Each REAL command the pages still show, run in REAL's order in one directory:
     {command: (argv, CompletedProcess, directory)}."""
     workdir = tmp_path_factory.mktemp("readme")
     shown = {" ".join(c.argv): c for c in readme_commands()}
@@ -249,7 +266,8 @@ def real_runs(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("text", list(REAL))
 def test_the_cheap_commands_really_run(text, real_runs):
-    assert text in real_runs, f"the README no longer shows `{text}`: update REAL in {Path(__file__).name}"
+    assert text in real_runs, (f"neither README.md nor docs/*.md shows `{text}` any more: "
+                               f"update REAL in {Path(__file__).name}")
     argv, proc, workdir = real_runs[text]
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr
@@ -295,11 +313,13 @@ def test_a_dry_run_starts_nothing_and_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-# --- the README's option paragraphs name options run and compare both have -----------
+# --- the "Options" section names options run and compare both have --------------------
 
 def options_section() -> list[str]:
-    """The code spans of the README's "Options" section."""
-    section = README.read_text().split("\n## Options\n", 1)[1].split("\n## ", 1)[0]
+    """The code spans of the "Options" section (one page of README.md and docs/*.md has it)."""
+    pages = [path.read_text() for path in PAGES if "\n## Options\n" in path.read_text()]
+    assert len(pages) == 1, f"{len(pages)} pages have an \"## Options\" section"
+    section = pages[0].split("\n## Options\n", 1)[1].split("\n## ", 1)[0]
     return [" ".join(span.split()) for span in re.findall(r"`([^`]+)`", section)]
 
 
@@ -394,7 +414,7 @@ def test_compose_lines_are_split_as_compose_reads_them():
     assert named_services("down", ["-v"]) == set()
 
 
-# --- scripts the README runs from the checkout --------------------------------------
+# --- scripts the pages run from the checkout ---------------------------------------
 
 def test_every_script_the_readme_runs_exists():
     scripts = set()
@@ -406,3 +426,4 @@ def test_every_script_the_readme_runs_exists():
     for script in scripts:
         path = REPO_ROOT / script
         assert path.is_file() and os.access(path, os.X_OK), f"{script} is not an executable file"
+
