@@ -13,7 +13,12 @@ moved there is checked without editing this file. From their ```sh blocks:
 * every ``docker compose ...`` line's files, profiles and environment give a valid
   configuration (``docker compose config``) with the services the line names; skipped
   without Compose, except in CI (CI=true), where that is a failure;
+* every ``python3 -m pytest ...`` line (and such a command in a code span of the prose)
+  collects tests, and its ``-m`` names only registered markers and leaves some out;
 * the two commands of the README's "Two commands" are there, letter for letter.
+
+And every relative link of those pages points to a file that exists, and its ``#anchor``
+to a heading of that page; the README links every docs page.
 """
 from __future__ import annotations
 
@@ -427,3 +432,124 @@ def test_every_script_the_readme_runs_exists():
         path = REPO_ROOT / script
         assert path.is_file() and os.access(path, os.X_OK), f"{script} is not an executable file"
 
+
+# --- the pytest lines: they collect, and their markers exist ---------------------------
+
+def registered_markers() -> set[str]:
+    import tomllib
+
+    ini = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    return {line.split(":", 1)[0].split("(", 1)[0].strip() for line in ini.get("markers", [])}
+
+
+def prose(text: str) -> str:
+    """A page without its fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+def pytest_commands() -> list[Command]:
+    """``python3 -m pytest ...`` in the pages' sh blocks, and in their prose's code spans
+    (the README names its quick subset in a sentence); each argv once."""
+    found = [cmd for cmd in readme_commands() if cmd.argv[:3] == ["python3", "-m", "pytest"]]
+    for path in PAGES:
+        for span in re.findall(r"`(python3 -m pytest[^`]*)`", prose(path.read_text())):
+            found.append(Command(span, shlex.split(span), page=page_name(path)))
+    unique = {}
+    for cmd in found:
+        unique.setdefault(tuple(cmd.argv), cmd)
+    return list(unique.values())
+
+
+def _collected(argv: list[str]) -> tuple[int, int]:
+    """(selected, deselected) by ``python3 -m pytest ARGV --collect-only`` in the checkout.
+    A module that fails to import is its own tests' business, not the selection's: it is
+    counted out, and the rest still collected."""
+    argv = [a for a in argv if a not in ("-q", "-qq", "-v", "-vv")]  # one -q: the summary line below
+    proc = subprocess.run([sys.executable, "-m", "pytest", *argv, "--collect-only", "-q", "-p", "no:cacheprovider",
+                           "--continue-on-collection-errors"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    m = re.match(r"(\d+)(?:/(\d+))? tests? collected(?: \((\d+) deselected\))?(, \d+ errors?)?", last)
+    assert m and (proc.returncode == 0 or (proc.returncode == 1 and m.group(4))), \
+        (argv, proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    selected, deselected = int(m.group(1)), int(m.group(3) or 0)
+    return selected, deselected
+
+
+def test_the_pages_show_the_test_command_and_a_quick_subset():
+    argvs = [c.argv for c in pytest_commands()]
+    assert ["python3", "-m", "pytest", "-q"] in argvs
+    assert ["python3", "-m", "pytest", "-q", "-m", "not docker"] in argvs
+    assert "docker" in registered_markers()
+
+
+@pytest.mark.parametrize("cmd", pytest_commands(), ids=str)
+def test_every_pytest_command_selects_tests(cmd):
+    argv = cmd.argv[3:]
+    selected, deselected = _collected(argv)
+    assert selected > 0, f"{cmd} selects no test"
+    if "-m" in argv:
+        expression = argv[argv.index("-m") + 1]
+        names = set(re.findall(r"[A-Za-z_]\w*", expression)) - {"and", "or", "not"}
+        assert names <= registered_markers(), (sorted(names - registered_markers()), "not in pyproject.toml")
+        assert deselected > 0, f"{cmd} leaves nothing out: is the marker on any test?"
+
+
+def test_not_docker_leaves_out_exactly_the_docker_tests():
+    quick, left_out = _collected(["-m", "not docker"])
+    docker, rest = _collected(["-m", "docker"])
+    assert docker == left_out and quick == rest, (quick, left_out, docker, rest)
+    assert docker > 0
+
+
+# --- links between the pages ------------------------------------------------------------
+
+def slugs(text: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped (code
+    and link markup too), spaces to hyphens, -1, -2, ... on repeats; fenced code skipped."""
+    seen: dict = {}
+    out = set()
+    for line in prose(text).splitlines():
+        m = re.match(r"^#{1,6} +(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        title = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", m.group(1))
+        slug = re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else f"{slug}-{n}")
+    return out
+
+
+def relative_links(text: str) -> list[str]:
+    """Targets of the markdown links (and images) of a page's prose, code spans left out,
+    that point into the checkout: no scheme (http:, mailto:, ...)."""
+    plain = re.sub(r"`[^`]*`", "", prose(text))
+    targets = re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", plain)
+    return [t for t in targets if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", t)]
+
+
+def test_the_link_reader_finds_files_and_anchors():
+    text = ("# A `b`: c, d?\n## A `b`: c, d?\n```sh\n# not a heading [x](nowhere.md)\n```\n"
+            "[one](docs/x.md#y) ![two](img.png) `[code](no.md)` [web](https://x.org) [self](#a-b-c-d)\n")
+    assert slugs(text) == {"a-b-c-d", "a-b-c-d-1"}
+    assert relative_links(text) == ["docs/x.md#y", "img.png", "#a-b-c-d"]
+    assert "3-more-workers---scale-workern" in slugs("### 3. More workers: `--scale worker=N`\n")
+
+
+@pytest.mark.parametrize("path", PAGES, ids=page_name)
+def test_every_relative_link_points_to_a_file_and_heading_that_exist(path):
+    text = path.read_text()
+    for target in relative_links(text):
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        assert dest.exists(), f"{page_name(path)}: link to {target}: no such file"
+        assert dest == REPO_ROOT or REPO_ROOT in dest.parents, f"{page_name(path)}: {target} leaves the checkout"
+        if anchor and dest.suffix == ".md":
+            assert anchor in slugs(dest.read_text()), \
+                f"{page_name(path)}: link to {target}: no such heading (have {sorted(slugs(dest.read_text()))})"
+
+
+def test_the_readme_links_every_docs_page():
+    linked = {(README.parent / t.partition("#")[0]).resolve() for t in relative_links(README.read_text())}
+    assert not [page_name(p) for p in DOCS if p.resolve() not in linked], "docs pages the README never links"
