@@ -36,12 +36,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from scenarios.mapreduce import sum_of_powers
 from scenarios.power import calculate_raise_to
-from taskrace import counting, tables
-from taskrace.options import UsageError
+from taskrace import counting, events, tables
+from taskrace.options import UsageError, add_events_option, check_writable
+from taskrace.progress import ProgressBar
+from taskrace.documents import write_document
 from taskrace.stats import spread
 from workers.base import TierFailure
 from workers.latency_proxy import parse_duration
@@ -174,6 +175,7 @@ def add_network_parser(sub) -> None:
     p.add_argument("--report", metavar="DIR", help="write the charts (PNG, SVG) and index.html here")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="check the options, print the plan, stop")
+    add_events_option(p)
 
 
 @dataclass
@@ -230,8 +232,6 @@ def load_network(path: str) -> dict | None:
 
 
 def plan_from(args) -> Plan:
-    from taskrace.cli import _check_writable
-
     rtts = _rtt_list(args.rtt)
     if "," in args.workers:
         raise UsageError(f"-n takes one worker count here, got {args.workers!r} (--scaling-n takes a list)")
@@ -254,7 +254,7 @@ def plan_from(args) -> Plan:
                              else default_scaling_rtts(rtts))
     if args.report and os.path.exists(args.report) and not os.path.isdir(args.report):
         raise UsageError(f"cannot write the report to {args.report}: it is a file, not a folder")
-    _check_writable(args.json, args.report.rstrip("/") if args.report else None)
+    check_writable(args.json, args.report.rstrip("/") if args.report else None)
     return plan
 
 
@@ -741,12 +741,24 @@ def print_all(doc: dict, console: Console) -> None:
     print_scaling(doc, console)
 
 
+def study(plan: Plan) -> dict:
+    """The whole study of ``plan``, told to the event stream as it goes (a step per
+    batch measured, what is being measured in words): its document."""
+    total, done = plan.steps(), 0
+    events.emit("run.start", command="network", label="network", total=total)
+
+    def step(text: str, advance: int) -> None:
+        nonlocal done
+        done += advance
+        events.emit("step", label=text, done=done, total=total) if advance else events.emit("status", text=text)
+
+    doc = measure(plan, step)
+    events.emit("run.end", command="network", exit_code=0)
+    return doc
+
+
 def write_json(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh, indent=1, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_document(path, doc)
 
 
 def cmd_network(args, console: Console) -> int:
@@ -754,16 +766,8 @@ def cmd_network(args, console: Console) -> int:
     if args.dry_run:
         print_plan(plan, console)
         return 0
-    err = Console(stderr=True)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=err, disable=args.no_progress or not err.is_terminal, transient=True)
-    with progress:
-        task = progress.add_task("network", total=plan.steps())
-
-        def step(text: str, advance: int) -> None:
-            progress.update(task, advance=advance, description=text)
-
-        doc = measure(plan, step)
+    with ProgressBar(disable=args.no_progress):
+        doc = study(plan)
     print_all(doc, console)
     if args.json:
         write_json(args.json, doc)

@@ -54,6 +54,39 @@ class Into(argparse.Action):
         setattr(namespace, self.bucket, bucket)
 
 
+def check_writable(*paths: str | None) -> None:
+    """Refuse an output path that cannot be written before any work starts."""
+    for path in paths:
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise UsageError(f"cannot write {path}: folder {folder} does not exist")
+            if not os.access(folder, os.W_OK):
+                raise UsageError(f"cannot write {path}: folder {folder} is not writable")
+
+
+def names_in(text: str, registry, kind: str) -> list[str]:
+    """A comma list of names, each one of ``registry`` (or one line listing the choices)."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    for name in names:
+        if name not in registry:
+            raise UsageError(f"unknown {kind} {name!r}; choose from: {', '.join(registry)}")
+    return names
+
+
+def add_events_option(p: argparse.ArgumentParser) -> None:
+    """--events FILE: the run's event stream as JSON lines (taskrace.events), as it happens."""
+    p.add_argument("--events", metavar="FILE", help="write every event of the run here as it happens "
+                   "(JSON lines: points, tasks queued/started/finished, ...; replay or study it later)")
+
+
+def whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
 # --- -b and -n: one value on run, a comma list on compare ------------------------------
 
 def one_backend(text: str) -> str:

@@ -21,6 +21,7 @@ import sys
 import time
 from importlib import metadata
 
+from taskrace.documents import write_document
 from workers.redact import scrub
 
 SCHEMA = "taskrace.results/1"
@@ -72,11 +73,7 @@ def document(records: list[dict], fits: list[dict] | None = None, capacity: dict
 
 def write_json(path: str, records: list[dict], fits: list[dict] | None = None,
                capacity: dict | None = None) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(document(records, fits, capacity), fh, indent=1, default=str)
-        fh.write("\n")
-    os.replace(tmp, path)  # never leave a half-written results file behind
+    write_document(path, document(records, fits, capacity))
 
 
 class BadResults(ValueError):

@@ -11,6 +11,7 @@ from collections import Counter
 
 from scenarios import get_scenario
 from scenarios.base import BadInput
+from taskrace import events
 from taskrace.measure import TreeSampler
 from taskrace.results import digest, environment
 from taskrace.stats import percentiles, spread
@@ -77,14 +78,21 @@ def measure(scenario, tier, history: list | None = None) -> dict:
 
 
 def run_one(scenario, tier, history: list | None = None) -> dict:
-    """Start ``tier``, run ``scenario`` once, stop the tier: one record."""
+    """Start ``tier``, run ``scenario`` once, stop the tier: one record (told to the event
+    stream as point 0: ``point.start``, the run's task events, ``point.end``)."""
+    label = f"{scenario.name} on {tier.name} -n {tier.workers}"
+    events.emit("point.start", point=0, label=label, scenario=scenario.name, backend=tier.name,
+                workers=tier.workers, params=dict(scenario.p))
     t0 = time.perf_counter()
     with tier:
         t1 = time.perf_counter()
-        sample = measure(scenario, tier, history)
+        with events.context(point=0):
+            events.emit("status", text=f"running {label}")
+            sample = measure(scenario, tier, history)
         t2 = time.perf_counter()
     record = aggregate(scenario, tier, [sample])
     record["timings"].update(startup_s=round(t1 - t0, 6), shutdown_s=round(time.perf_counter() - t2, 6))
+    events.emit("point.end", point=0, label=label, record=record)
     return record
 
 

@@ -31,6 +31,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from taskrace import events
 from taskrace.report import series_key
 from taskrace.runner import aggregate, measure, prepare
 from taskrace.stats import amdahl_fit, karp_flatt
@@ -183,8 +184,13 @@ def validate(points: list[Point], tier_options: dict, seed: int) -> None:
 
 def execute(points: list[Point], tier_options: dict, seed: int, repeat: int, warmup: int,
             on_step=None) -> list[dict]:
-    """Run every point ``warmup`` + ``repeat`` times; return one record per point."""
+    """Run every point ``warmup`` + ``repeat`` times; return one record per point.
+    Tells the event stream as it goes: ``point.start`` before a point's first run,
+    ``sample.start``/``sample.end`` around each run (task events in between carry the
+    point), ``step`` after each, ``point.end`` with each record once its group is done."""
     rng = random.Random(seed)
+    number = {id(p): k for k, p in enumerate(points)}
+    total, done, begun = len(points) * (repeat + warmup), 0, set()
     groups: dict[tuple, list[Point]] = {}
     for point in points:
         groups.setdefault((point.backend, point.workers), []).append(point)
@@ -204,8 +210,19 @@ def execute(points: list[Point], tier_options: dict, seed: int, repeat: int, war
             for point, is_warmup in schedule + measured:
                 scenario, _ = prepare(point.scenario, point.params, point.backend, point.workers,
                                       tier_options, seed)
-                sample = measure(scenario, tier)
+                k = number[id(point)]
+                if k not in begun:
+                    begun.add(k)
+                    events.emit("point.start", point=k, label=point.label, scenario=point.scenario,
+                                backend=point.backend, workers=point.workers, params=point.params)
+                with events.context(point=k):
+                    events.emit("sample.start", warmup=is_warmup)
+                    sample = measure(scenario, tier)
+                    events.emit("sample.end", warmup=is_warmup, wall_s=sample["wall_s"],
+                                ok=sample["verdict"]["ok"])
                 (point.warmups if is_warmup else point.samples).append(sample)
+                done += 1
+                events.emit("step", label=("warm-up " if is_warmup else "") + point.label, done=done, total=total)
                 if on_step:
                     on_step(point, is_warmup)
             t1 = time.perf_counter()
@@ -220,6 +237,7 @@ def execute(points: list[Point], tier_options: dict, seed: int, repeat: int, war
                 record["scaling"] = point.scaling
             judge_warmups(record, point.warmups)
             records[id(point)] = record
+            events.emit("point.end", point=number[id(point)], label=point.label, record=record)
     return [records[id(p)] for p in points]
 
 

@@ -31,12 +31,14 @@ from scenarios.base import twin_of
 from workers.base import Actor, Outcome, Tier, apply_deltas, call, error_text, peak_rss, where
 
 
-async def call_async(index: int, fn, args: tuple) -> Outcome:
+async def call_async(index: int, fn, args: tuple, on_start=None) -> Outcome:
     """One task on the loop: its coroutine twin if it has one, else ``fn`` itself, inline."""
     twin = twin_of(fn)
     if twin is None:
-        return call(index, fn, args)  # blocks the loop until it returns: nothing interleaves
+        return call(index, fn, args, on_start)  # blocks the loop until it returns: nothing interleaves
     started = time.perf_counter()
+    if on_start is not None:
+        on_start(index, started, where())
     try:
         value, error = await twin(*args), None
     except Exception as exc:  # noqa: BLE001 - reported per task, by design
@@ -127,20 +129,21 @@ class AsyncioTier(Tier):
         results collected in order, like the threads tier's futures."""
         gate = asyncio.Semaphore(limit) if limit else None
 
+        on_start = self.started_hook()
+
         async def one(index: int, fn, args: tuple) -> Outcome:
             if gate is None:
-                return await call_async(index, fn, args)
+                return await call_async(index, fn, args, on_start)
             async with gate:
-                return await call_async(index, fn, args)
+                return await call_async(index, fn, args, on_start)
 
         submitted = time.perf_counter()
+        self._queued(len(calls), submitted)
         loop = asyncio.get_running_loop()
         tasks = self._tasks = [loop.create_task(one(i, fn, args)) for i, (fn, args) in enumerate(calls)]
         outcomes = []
         for task in tasks:
-            outcome = await task
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
-            outcomes.append(outcome)
+            outcomes.append(self._seen(await task, submitted))
         return outcomes
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:

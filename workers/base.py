@@ -23,6 +23,8 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, NamedTuple
 
+from taskrace import events
+
 
 @dataclass(frozen=True)
 class TierOption:
@@ -94,11 +96,15 @@ def peak_rss() -> int | None:
         return None
 
 
-def call(index: int, fn: Callable, args: tuple) -> Outcome:
+def call(index: int, fn: Callable, args: tuple, on_start: Callable | None = None) -> Outcome:
     """Run one task and capture its exception into the outcome (one bad task must not
-    end the run: concurrent.futures does the same). Module-level so it pickles."""
+    end the run: concurrent.futures does the same). Module-level so it pickles.
+    ``on_start(index, started, worker)``: told as the task starts (tiers that run tasks
+    in the caller's process pass their event hook; a pool child is never given one)."""
     cpu0 = time.thread_time()
     started = time.perf_counter()
+    if on_start is not None:
+        on_start(index, started, where())
     try:
         value, error = fn(*args), None
     except Exception as exc:  # noqa: BLE001 - reported per task, by design
@@ -140,6 +146,7 @@ class Tier:
             raise ValueError("workers must be at least 1")
         self.workers = workers
         self.options = options
+        self._told_started: set[int] = set()  # tasks whose start was emitted as it happened
 
     # lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -174,6 +181,40 @@ class Tier:
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:
         raise NotImplementedError
+
+    # events (taskrace.events) -------------------------------------------------------
+    # A tier reports each task through these three, as the caller learns of it: queued
+    # when handed over, started as it starts where the tier can see that (tasks in the
+    # caller's process: ``started_hook``), and finished as its outcome arrives, with the
+    # times measured where it ran. Nothing is built unless someone listens.
+    def _queued(self, count: int, submitted: float) -> None:
+        self._told_started = set()
+        if events.wants_tasks():
+            queued = events.epoch(submitted)
+            for index in range(count):
+                events.emit("task.queued", backend=self.name, index=index, queued=queued)
+
+    def started_hook(self) -> Callable | None:
+        """``call``'s ``on_start`` for tasks run in this process, or None (nobody listens)."""
+        return self._started if events.wants_tasks() else None
+
+    def _started(self, index: int, started: float, worker: str) -> None:
+        self._told_started.add(index)
+        events.emit("task.started", backend=self.name, index=index, started=events.epoch(started),
+                    worker=worker)
+
+    def _seen(self, outcome: "Outcome", submitted: float) -> "Outcome":
+        """Stamp an outcome as the caller has it back, and tell the stream."""
+        outcome.submitted, outcome.seen = submitted, time.perf_counter()
+        if events.wants_tasks():
+            worker = outcome.worker.rsplit(":", 1)[0] if ":" in outcome.worker else outcome.worker
+            started, finished = events.epoch(outcome.started), events.epoch(outcome.finished)
+            if outcome.index not in self._told_started:
+                events.emit("task.started", backend=self.name, index=outcome.index, started=started,
+                            worker=worker)
+            events.emit("task.finished", backend=self.name, index=outcome.index, started=started,
+                        finished=finished, worker=worker, ok=outcome.error is None, error=outcome.error)
+        return outcome
 
     # shared state --------------------------------------------------------------
     def accounts(self, balances: list[int]):

@@ -177,6 +177,7 @@ class InterpretersTier(Tier):
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
         submitted = time.perf_counter()
+        self._queued(len(args_list), submitted)
         futures = [self._pool.submit(run_task, i, fn, args) for i, args in enumerate(args_list)]
         outcomes = []
         for i, future in enumerate(futures):
@@ -184,8 +185,7 @@ class InterpretersTier(Tier):
                 outcome = future.result()
             except Exception as exc:  # noqa: BLE001 - e.g. fn cannot be imported in an interpreter
                 outcome = Outcome(i, error=error_text(exc))
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
-            outcomes.append(outcome)
+            outcomes.append(self._seen(outcome, submitted))
         return outcomes
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:
@@ -202,6 +202,7 @@ class InterpretersTier(Tier):
 
         calls = [pack_call(a.fn, a.args) for a in actors]
         submitted = time.perf_counter()
+        self._queued(len(actors), submitted)
         self._threads = [threading.Thread(target=run, args=(i, self._actors[i], payload, views),
                                           name=f"actor-{a.name}")
                          for i, (a, (payload, views)) in enumerate(zip(actors, calls))]
@@ -211,7 +212,7 @@ class InterpretersTier(Tier):
             t.join()
         self._threads = []
         for outcome in outcomes:
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
+            self._seen(outcome, submitted)
         return outcomes
 
     def accounts(self, balances):

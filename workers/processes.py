@@ -113,16 +113,15 @@ class ProcessesTier(Tier):
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
         submitted = time.perf_counter()
+        self._queued(len(args_list), submitted)
         packed = [(i, fn, args) for i, args in enumerate(args_list)]
-        outcomes = []
-        for outcome in self._pool.imap(call_star, packed, chunksize=max(1, chunksize)):
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
-            outcomes.append(outcome)
-        return outcomes
+        return [self._seen(outcome, submitted)
+                for outcome in self._pool.imap(call_star, packed, chunksize=max(1, chunksize))]
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:
         results = self.ctx.Queue()
         submitted = time.perf_counter()
+        self._queued(len(actors), submitted)
         procs = [self.ctx.Process(target=_actor_main, args=(i, a.fn, a.args, results),
                                   name=f"taskrace-{a.name}", daemon=True)
                  for i, a in enumerate(actors)]
@@ -135,15 +134,14 @@ class ProcessesTier(Tier):
         while len(outcomes) < len(procs):
             try:
                 outcome = results.get(timeout=0.2)
-                outcome.submitted, outcome.seen = submitted, time.perf_counter()
-                outcomes[outcome.index] = outcome
+                outcomes[outcome.index] = self._seen(outcome, submitted)
             except queue.Empty:
                 for i, proc in enumerate(procs):
                     if i not in outcomes and not proc.is_alive() and results.empty():
                         time.sleep(0.2)  # its last put may still be in flight
                         if results.empty():
-                            outcomes[i] = Outcome(i, error=f"actor process exited with code {proc.exitcode}",
-                                                  submitted=submitted, seen=time.perf_counter())
+                            outcomes[i] = self._seen(Outcome(i, error=f"actor process exited with code "
+                                                                    f"{proc.exitcode}"), submitted)
         for proc in procs:
             proc.join()
         self._live = []

@@ -24,12 +24,12 @@ class SequentialTier(Tier):
         super().__init__(1, **options)
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
+        self._queued(len(args_list), time.perf_counter())
+        on_start = self.started_hook()
         outcomes = []
         for index, args in enumerate(args_list):
             submitted = time.perf_counter()
-            outcome = call(index, fn, args)
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
-            outcomes.append(outcome)
+            outcomes.append(self._seen(call(index, fn, args, on_start), submitted))
         return outcomes
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:

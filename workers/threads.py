@@ -9,7 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from workers.base import Actor, MemoryAccounts, Outcome, Tier, call
 
@@ -35,23 +35,26 @@ class ThreadsTier(Tier):
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
         submitted = time.perf_counter()
-        futures = [self._pool.submit(call, i, fn, args) for i, args in enumerate(args_list)]
-        outcomes = []
-        for future in futures:
-            outcome = future.result()
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
-            outcomes.append(outcome)
+        self._queued(len(args_list), submitted)
+        on_start = self.started_hook()
+        futures = [self._pool.submit(call, i, fn, args, on_start) for i, args in enumerate(args_list)]
+        outcomes: list[Outcome | None] = [None] * len(futures)
+        for future in as_completed(futures):  # each one as it ends: seen (and told) in time
+            outcome = self._seen(future.result(), submitted)
+            outcomes[outcome.index] = outcome
         return outcomes
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:
         # One dedicated thread per actor: actors block on each other (queues, locks), so
         # a pool smaller than the batch could deadlock.
         outcomes: list[Outcome | None] = [None] * len(actors)
+        on_start = self.started_hook()
 
         def run(i: int, actor: Actor) -> None:
-            outcomes[i] = call(i, actor.fn, actor.args)
+            outcomes[i] = call(i, actor.fn, actor.args, on_start)
 
         submitted = time.perf_counter()
+        self._queued(len(actors), submitted)
         threads = [threading.Thread(target=run, args=(i, a), name=f"actor-{a.name}")
                    for i, a in enumerate(actors)]
         for t in threads:
@@ -59,7 +62,7 @@ class ThreadsTier(Tier):
         for t in threads:
             t.join()
         for outcome in outcomes:
-            outcome.submitted, outcome.seen = submitted, time.perf_counter()
+            self._seen(outcome, submitted)
         return outcomes
 
     def accounts(self, balances):

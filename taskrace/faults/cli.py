@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-# Bad input is the CLI's own UsageError (one line, exit 2), checked by the CLI's helpers.
-from taskrace.cli import UsageError, _check_writable, _names
+from taskrace.faults.document import SCHEMA, document, notes, write_json  # noqa: F401 - SCHEMA re-exported
 from taskrace.faults.nemesis import FAULTS
 from taskrace.faults.run import WORKLOADS, FaultSpec, run_fault
+from taskrace.options import UsageError, add_events_option, check_writable, names_in
+from taskrace.progress import ProgressBar
 from workers.delivery import DEFAULT_MODES, MODES
 from workers.redis_server import PERSISTENCE
 
@@ -24,7 +24,6 @@ DEFAULT_BROKER_PERSISTENCE = ("aof", "none")  # for faults that touch the broker
 # In the lab a fault is a Docker API call (pause ~15 ms, exec kill ~60 ms, kill ~150 ms):
 # work this long is still running when it lands, as 0.05 s is under a local signal.
 LAB_WORK_S = 0.2
-SCHEMA = "taskrace.faults/1"
 EXIT_OK, EXIT_FAILED = 0, 1
 
 
@@ -58,10 +57,11 @@ def add_faults_parser(sub) -> None:
     p.add_argument("--json", metavar="FILE", help="write the records here (JSON)")
     p.add_argument("--report", metavar="DIR", help="write the timeline charts and an HTML page here")
     p.add_argument("--no-progress", action="store_true")
+    add_events_option(p)
 
 
 def _choices(text: str, valid, what: str) -> list[str]:
-    names = _names(text, valid, what)  # an unknown name: one line listing the choices
+    names = names_in(text, valid, what)  # an unknown name: one line listing the choices
     if not names:
         raise UsageError(f"{what} needs at least one name; choose from: {', '.join(valid)}")
     return names
@@ -108,7 +108,7 @@ def exit_code(records: list[dict]) -> int:
 
 def cmd_faults(args, console: Console) -> int:
     specs = plan_matrix(args)
-    _check_writable(args.json)
+    check_writable(args.json)
     factory = None
     if args.lab:  # the engine, the stack and its broker answer, or one line (exit 2)
         from taskrace.cluster import ClusterError
@@ -118,25 +118,8 @@ def cmd_faults(args, console: Console) -> int:
         except ClusterError as exc:
             raise UsageError(str(exc)) from None
         factory = LabCluster
-    err = Console(stderr=True)
-    records, contrast = [], []
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=err, transient=True,
-                        disable=args.no_progress or not err.is_terminal)
-    steps = len(specs) + (0 if args.no_contrast else len(CONTRAST))
-    with progress:
-        task = progress.add_task("faults", total=steps)
-        for spec in specs:
-            label = f"{spec.fault} {spec.mode}" + (f" ({spec.persistence})" if FAULTS[spec.fault].touches_broker else "")
-            progress.update(task, description=label)
-            records.append(run_fault(spec, cluster_factory=factory, on_event=lambda text, label=label:
-                                     progress.update(task, description=f"{label}: {text}")))
-            progress.advance(task)
-        if not args.no_contrast:
-            for store, fault in CONTRAST:
-                progress.update(task, description=f"contrast: {fault} on a {store} lock")
-                contrast.append(run_contrast(store, fault))
-                progress.advance(task)
+    with ProgressBar(disable=args.no_progress):
+        records, contrast = run_matrix(specs, factory, contrast=not args.no_contrast)
     print_faults(records, console)
     if args.repeat > 1:
         console.print(recovery_table(records))
@@ -149,6 +132,31 @@ def cmd_faults(args, console: Console) -> int:
         from taskrace.faults.report import write_report
         console.print(f"report: {write_report(document(records, contrast), args.report)}")
     return exit_code(records)  # the contrast's deadlock is its lesson, not a broken promise
+
+
+def run_matrix(specs: list[FaultSpec], factory=None, contrast: bool = True) -> tuple[list[dict], list[dict]]:
+    """Every fault run of the plan, then the shared-memory contrast: (records, contrast),
+    told to the event stream as it goes (a step per run, what happens in words)."""
+    from taskrace import events
+
+    records, contrasts = [], []
+    total = len(specs) + (len(CONTRAST) if contrast else 0)
+    events.emit("run.start", command="faults", label="faults", total=total)
+    for spec in specs:
+        label = f"{spec.fault} {spec.mode}" + (f" ({spec.persistence})" if FAULTS[spec.fault].touches_broker else "")
+        events.emit("status", text=label)
+        with events.context(run=len(records)):
+            records.append(run_fault(spec, cluster_factory=factory, on_event=lambda text, label=label:
+                                     events.emit("status", text=f"{label}: {text}")))
+        events.emit("step", label=label, done=len(records), total=total, kept=records[-1]["kept"])
+    if contrast:
+        for store, fault in CONTRAST:
+            events.emit("status", text=f"contrast: {fault} on a {store} lock")
+            contrasts.append(run_contrast(store, fault))
+            events.emit("step", label=f"contrast: {fault} on a {store} lock",
+                        done=len(records) + len(contrasts), total=total)
+    events.emit("run.end", command="faults", exit_code=exit_code(records))
+    return records, contrasts
 
 
 # the shared-memory contrast ------------------------------------------------------------
@@ -217,20 +225,6 @@ def faults_table(records: list[dict]) -> Table:
     return table
 
 
-def notes(record: dict) -> list[str]:
-    """What happened, in words, under the table."""
-    out = [f"{record['mode']}: {record['summary']}"]
-    if record["parked_unacked"]:
-        out.append(f"  {record['parked_unacked']} message(s) left unacked in the broker, back after "
-                   f"{record['delivery']['visibility_timeout_s']} s")
-    if record["counts"]["duplicates_absorbed"]:
-        out.append(f"  the idempotency key stopped {record['counts']['duplicates_absorbed']} repeat execution(s)")
-    if record["timed_out"]:
-        out.append(f"  ended at its deadline ({record['deadline_s']} s): missing then = lost")
-    out.append(f"  {record['verdict']}")
-    return out
-
-
 def print_faults(records: list[dict], console: Console) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
@@ -290,18 +284,3 @@ def recovery_table(records: list[dict]) -> Table:
         table.add_row(label, mode, str(len(rows)), _spread(back), _spread(resumed),
                       f"{lost[0]}-{lost[-1]}" if lost[0] != lost[-1] else str(lost[0]))
     return table
-
-
-# JSON ----------------------------------------------------------------------------------
-def document(records: list[dict], contrast: list[dict]) -> dict:
-    from taskrace.results import environment
-
-    return {"schema": SCHEMA, "environment": environment(), "runs": records, "contrast": contrast}
-
-
-def write_json(path: str, records: list[dict], contrast: list[dict]) -> None:
-    import json
-
-    with open(path, "w") as fh:
-        json.dump(document(records, contrast), fh, indent=1)
-

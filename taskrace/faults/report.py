@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from taskrace import plots
-from taskrace.faults.cli import SCHEMA, notes
+from taskrace.faults.document import SCHEMA, notes
 from taskrace.faults.nemesis import FAULTS
 from taskrace.html_report import FILENAME, esc, figure, page, section_environment, write_page
 from taskrace.results import BadResults

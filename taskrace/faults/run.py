@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from redis.exceptions import RedisError
 
 from scenarios import ledger
+from taskrace import events as stream
 from taskrace.faults.checker import count_against_plan, promise_kept, summary
 from taskrace.faults.nemesis import FAULTS, Victim
 from workers.base import TierFailure
@@ -209,6 +210,8 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
             fired_at = _server_time(state)  # when the fault starts to land (a Docker call takes a while)
             fault.inject(cluster, Victim(op, worker))
             ev.update(fired_at=fired_at, victims=[op], fault_info=fault.info, victim_worker=worker)
+            stream.emit("fault.fired", fault=fault.name, mode=mode.name, victim=op, worker=worker,
+                        at_s=round(fired_at - t0, 3))
             continue
         if ev["fired_at"] is not None and ev["healed_at"] is None:
             done = all(state.hget(ledger.keys(store)["applied"], v) for v in ev["victims"])
@@ -216,9 +219,13 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
                 fault.heal(cluster)
                 ev["healed_at"] = _server_time(state)
                 say(f"{fault.name}: healed")
+                stream.emit("fault.healed", fault=fault.name, mode=mode.name, at_s=round(ev["healed_at"] - t0, 3))
             time.sleep(POLL_S)
             continue
         broker = watch.broker_state()
+        if broker is not None:
+            stream.emit("queue.depth", queue=cluster.queue, depth=broker["queued"], unacked=len(broker["unacked"]),
+                        applied=progress["applied_distinct"], planned=spec.ops)
         remaining = deadline - now
         quiet = (broker is not None and broker["queued"] == 0 and not running
                  and all(t > remaining for t in broker["restore_in"]))
