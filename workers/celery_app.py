@@ -19,6 +19,7 @@ import time
 from celery import Celery
 from celery.signals import celeryd_after_setup
 
+from workers import celery_events
 from workers.base import peak_rss
 from workers.delivery import ENV as DELIVERY_ENV, get_mode
 import workers.redis_state  # noqa: F401  (registers the JSON types of shared-state handles)
@@ -59,8 +60,12 @@ def make_app(broker_url: str, delivery: str | None = None) -> Celery:
         worker_send_task_events=False, task_send_sent_event=False,  # less broker chatter
         enable_utc=True,
     )
+    if celery_events.wanted_by_env():  # TASKRACE_TASK_EVENTS=1: Celery's task events on
+        app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
+    app.steps["consumer"].add(celery_events.STEP)  # enable_events() works without -E
     delivery = delivery or os.environ.get(DELIVERY_ENV)
-    if delivery:  # a fault run: the mode's exact settings, on the harness and every worker
+    if delivery:  # the mode's exact settings, on the harness and every worker (a fault run,
+        # or the celery tier's --delivery)
         mode = get_mode(delivery)
         app.conf.update(mode.settings)
         app.conf.broker_transport_options = {**app.conf.broker_transport_options,
@@ -132,8 +137,14 @@ def _call(self, fn_path: str, args: list | None = None) -> dict:
             value, error = None, f"TypeError: result not JSON-serialisable: {exc}"
     # CPU time and peak memory, measured where the task ran: per worker node (and so per
     # container in the compose lab) without any access to the Docker engine.
-    return {"value": value, "error": error, "started": started, "finished": finished,
-            "worker": _worker_id(self), "cpu_s": time.thread_time() - cpu0, "max_rss": peak_rss()}
+    out = {"value": value, "error": error, "started": started, "finished": finished,
+           "worker": _worker_id(self), "cpu_s": time.thread_time() - cpu0, "max_rss": peak_rss()}
+    # A message kombu gave back (visibility timeout, a rejected task of a killed pool
+    # child) says so: the harness then reports the task as redelivered (it ran again).
+    # Only then, so the usual result is not one byte longer.
+    if (self.request.delivery_info or {}).get("redelivered"):
+        out["redelivered"] = True
+    return out
 
 
 def _op(self, fn_path: str, args: list) -> None:

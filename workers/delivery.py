@@ -17,6 +17,10 @@ what a reader can copy into their own app.
 * effectively-once: at-least-once plus an idempotency key per operation, written in the
   same atomic step as the effect (``scenarios.ledger``): the second execution finds the
   key and changes nothing.
+
+The same modes are the celery tier's ``--delivery`` (``run``/``compare``), resolved once
+by ``resolve`` into a ``DeliveryMode``; what effectively-once means there depends on what
+the tasks touch, see ``EFFECTIVELY_ONCE``.
 """
 from __future__ import annotations
 
@@ -90,6 +94,56 @@ MODES: dict[str, DeliveryMode] = {
         transport_options=_RESTORE),
 }
 DEFAULT_MODES = ("at-most-once", "at-least-once", "effectively-once")
+
+# What "effectively-once" means on the celery tier of run/compare, per kind of work (the
+# tier knows tasks from actors; scenarios declare no more than that):
+# * plain tasks (power-io, power-cpu, mapreduce, globals with store=module) have no effect
+#   outside their result: results are keyed by task id (the result backend's
+#   celery-task-meta-<id>, and the harness keeps one outcome per id), so a second
+#   execution writes the same value under the same key and the caller sees it once.
+# * actors (bank, pipeline, globals with store=shared) change shared state (balances, a
+#   channel, a store) with no idempotency key: a redelivered actor would apply its effects
+#   again. They are refused under effectively-once rather than pretend; the fault lab's
+#   ledger (``taskrace faults``) is the workload that carries the keys.
+EFFECTIVELY_ONCE = {
+    "tasks": "results keyed by task id: a redelivered task writes the same result under the same "
+             "id (celery-task-meta-<id>) and the caller keeps one outcome per task",
+    "actors": None,  # refused: see ACTORS_REFUSED
+}
+ACTORS_REFUSED = ("--delivery effectively-once: this scenario's actors change shared state (balances, "
+                  "a channel, a store) without idempotency keys, so a redelivered actor would apply its "
+                  "effects twice; use --delivery at-least-once (may apply twice), or taskrace faults, "
+                  "whose ledger carries the keys")
+
+
+def resolve(name: str | None, acks_late: bool = False) -> DeliveryMode:
+    """The celery tier's --delivery, resolved once. No name: Celery's defaults
+    (at-most-once), or late acks alone when --acks-late was given."""
+    if name is None:
+        return MODES["acks-late-only" if acks_late else "at-most-once"]
+    mode = get_mode(name)
+    if acks_late and not mode.settings.get("task_acks_late"):
+        raise ValueError(f"--acks-late contradicts --delivery {name} (early acks); give --delivery "
+                         f"acks-late-only, at-least-once or effectively-once instead")
+    return mode
+
+
+def redelivers_after_worker_death(mode: DeliveryMode) -> bool:
+    """Does a task held by a worker whose main process died come back within a run?
+    Its message stays unacknowledged only under late acks, and kombu restores it after
+    the visibility timeout (one hour under Celery's defaults: not within a run)."""
+    return bool(mode.settings.get("task_acks_late")) and mode.visibility_timeout_s < 600
+
+
+def saving_mode(mode: DeliveryMode, pool_child: bool) -> str | None:
+    """The mode that would have kept a task lost under ``mode``: a killed main process
+    needs late acks and a short visibility timeout, a killed pool child also
+    task_reject_on_worker_lost (late acks alone mark it failed and acknowledge it)."""
+    if pool_child and not mode.settings.get("task_reject_on_worker_lost"):
+        return "at-least-once"
+    if not pool_child and not redelivers_after_worker_death(mode):
+        return "at-least-once"
+    return None
 
 
 def get_mode(name: str) -> DeliveryMode:
