@@ -51,13 +51,15 @@ def worker_env(broker_url: str, extra: dict | None = None) -> dict:
 
 
 def worker_argv(name: str, queues: str, concurrency: int = 1, pool: str = "prefork",
-                loglevel: str = "INFO") -> list[str]:
+                loglevel: str = "INFO", events: bool = False) -> list[str]:
     # `sys.executable -m celery`: the same interpreter as the harness (venvs, shims).
     # No gossip/mingle/heartbeat: workers need not know each other, and it starts faster.
+    # events: -E, Celery's task events (workers.celery_events), only when someone listens
+    # to them; off, a worker sends none (and can still be asked to: enable_events()).
     return [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
             "--pool", pool, "--concurrency", str(concurrency), "-n", f"{name}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
-            "-Q", queues, "--loglevel", loglevel]
+            *(["-E"] if events else []), "-Q", queues, "--loglevel", loglevel]
 
 
 @dataclass
@@ -86,10 +88,12 @@ class CeleryWorker:
 
 
 def start_worker(broker_url: str, name: str, log_dir: Path, env: dict | None = None,
-                 **argv_options) -> CeleryWorker:
+                 events: bool = False, **argv_options) -> CeleryWorker:
+    """``events``: the worker sends Celery's task events (-E); see worker_argv."""
     log_path = Path(log_dir, f"{name}.log")
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(worker_argv(name, **argv_options), env=worker_env(broker_url, env),
+        argv = worker_argv(name, events=events, **argv_options)
+        proc = subprocess.Popen(argv, env=worker_env(broker_url, env),
                                 cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 preexec_fn=die_with_parent if sys.platform == "linux" else None)
