@@ -60,8 +60,9 @@ def _argv(command: str, positional: list[str], options: dict) -> list[str]:
     table = _option_table(_subparser(command))
     argv = [command, *positional]
     for name, value in options.items():
-        if name not in table:
-            raise InputError(f"unrecognized arguments: --{name.replace('_', '-')}")
+        if name not in table:  # the parser refuses it, in the CLI's words
+            argv += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
+            continue
         flag, action = table[name]
         if value is None or value is False:
             continue
@@ -219,7 +220,8 @@ def load(path: str):
 def _text(render: Callable[[Console], None], width: int) -> str:
     """What ``render`` prints on a plain console ``width`` columns wide (no colour codes)."""
     buf = io.StringIO()
-    console = Console(file=buf, width=width, force_terminal=False, color_system=None, soft_wrap=False)
+    console = Console(file=buf, width=width, force_terminal=False, force_jupyter=False, color_system=None,
+                      soft_wrap=False)
     render(console)
     return buf.getvalue()
 

@@ -1,0 +1,154 @@
+"""The event stream on every local tier: each planned task is queued, started and finished
+once, in that order, by the workers the record names; points and steps frame them.
+
+Real runs through the harness (no tier is mocked). The celery tier's events come from
+Celery's own event receiver and are tested with real workers in test_celery_events.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from conftest import LOCAL_TIERS, REPO_ROOT, cli, run
+from taskrace import events
+
+
+def check_tasks(evs: list, planned: int, record: dict) -> None:
+    """Per task: one queued, one started, one finished, queued <= started <= finished, and
+    every worker named as the record's nodes name it."""
+    by_kind = {k: [e for e in evs if e.kind == k] for k in ("task.queued", "task.started", "task.finished")}
+    for kind, found in by_kind.items():
+        counts = Counter(e["index"] for e in found)
+        assert sorted(counts) == list(range(planned)), (kind, counts)
+        assert set(counts.values()) == {1}, (kind, counts)
+    queued = {e["index"]: e["queued"] for e in by_kind["task.queued"]}
+    started = {e["index"]: e["started"] for e in by_kind["task.started"]}
+    for e in by_kind["task.finished"]:
+        i = e["index"]
+        assert queued[i] <= started[i] <= e["finished"], e.to_dict()
+        assert e["started"] == started[i]
+        assert e["ok"] is True
+    workers = {e["worker"] for e in by_kind["task.finished"]}
+    assert workers == set(record["nodes"]), (workers, record["nodes"])
+
+
+@pytest.mark.parametrize("tier", LOCAL_TIERS)
+def test_every_task_is_queued_started_and_finished_once_in_order(tier):
+    with events.Recorder() as rec:
+        record = run("power-io", tier, workers=2, tasks=4, sleep=0.05)
+    check_tasks(rec.events, 4, record)
+    kinds = [e.kind for e in rec.events]
+    assert kinds[0] == "point.start" and kinds[-1] == "point.end"
+    assert rec.events[-1]["record"] is record
+    assert {e["point"] for e in rec.events if e.kind.startswith("task.")} == {0}
+
+
+@pytest.mark.parametrize("tier", LOCAL_TIERS)
+def test_actors_are_told_as_tasks_too(tier):
+    """run_actors (the pipeline's producer and consumers) reports through the same events."""
+    with events.Recorder() as rec:
+        record = run("pipeline", tier, workers=2, items=20)
+    actors = record["task_timing"]["count"]
+    assert actors >= 2  # a producer and at least one consumer
+    check_tasks(rec.events, actors, record)
+
+
+def test_threads_tell_a_start_while_the_task_runs():
+    """In-process tiers emit task.started as it happens: before the first task finishes,
+    both threads' starts are already out (two 0.3 s waits overlapping)."""
+    with events.Recorder() as rec:
+        run("power-io", "threads", workers=2, tasks=2, sleep=0.3)
+    order = [e.kind for e in rec.events if e.kind in ("task.started", "task.finished")]
+    assert order[:2] == ["task.started", "task.started"], order
+
+
+def test_a_progress_subscriber_gets_no_task_events_and_tiers_build_none():
+    heard = []
+    with events.subscribe(heard.append, tasks=False):
+        assert events.active() and not events.wants_tasks()
+        run("power-io", "threads", workers=2, tasks=2, sleep=0.01)
+    assert heard and not [e for e in heard if e.kind.startswith("task.")]
+    assert not events.active()
+
+
+def test_nobody_listening_means_nothing_is_kept():
+    assert not events.active()
+    events.emit("status", text="unheard")  # nothing to call, no error
+
+
+def test_a_broken_subscriber_does_not_break_the_run():
+    def broken(event):
+        raise RuntimeError("subscriber bug")
+
+    with events.subscribe(broken):
+        record = run("power-io", "sequential", tasks=2, sleep=0.0)
+    assert record["verdict"]["ok"]
+
+
+def test_a_forked_child_does_not_write_to_the_parents_subscribers(tmp_path):
+    """A pool child forked while a log is open inherits the subscriber: it must stay silent."""
+    log = tmp_path / "ev.jsonl"
+    with events.JsonLinesLog(str(log)):
+        record = run("power-io", "processes", workers=2, tier_options={"start_method": "fork"}, tasks=3, sleep=0.0)
+    evs = events.read_log(str(log))
+    check_tasks(evs, 3, record)  # one of each: no child wrote a second copy
+    assert {e["worker"].split("/")[0] for e in evs if e.kind == "task.finished"} != {str(os.getpid())}
+
+
+def test_events_file_of_a_compare_replays_its_points_and_steps(tmp_path):
+    """--events FILE: one JSON object a line; the points' records in it equal the --json file's."""
+    log, out = tmp_path / "ev.jsonl", tmp_path / "r.json"
+    proc = cli("compare", "--scenario", "power-io", "-b", "threads", "-n", "1,2", "--repeat", "2", "--warmup", "1",
+               "--set", "power-io.sleep=0.02", "--no-progress", "--events", str(log), "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    evs = events.read_log(str(log))
+    kinds = Counter(e.kind for e in evs)
+    points = json.loads(out.read_text())["runs"]
+    assert kinds["point.start"] == kinds["point.end"] == len(points) == 3
+    assert kinds["sample.end"] == kinds["step"] == 3 * (2 + 1)
+    steps = [e for e in evs if e.kind == "step"]
+    assert [e["done"] for e in steps] == list(range(1, 10)) and {e["total"] for e in steps} == {9}
+    assert evs[0].kind == "run.start" and evs[-1].kind == "run.end" and evs[-1]["exit_code"] == 0
+    ended = {(e["record"]["backend"], e["record"]["workers"]): e["record"]["wall_s"] for e in evs
+             if e.kind == "point.end"}
+    assert ended == {(r["backend"], r["workers"]): r["wall_s"] for r in points}
+    # every measured and warm-up run's tasks: 2 tasks each, 9 runs
+    assert kinds["task.finished"] == 9 * 2
+    assert all(e.t >= evs[0].t for e in evs)
+
+
+def test_events_file_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
+    proc = cli("run", "power-io", "--events", str(tmp_path / "missing" / "ev.jsonl"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "cannot write" in proc.stderr
+
+
+def test_a_log_that_is_not_events_is_one_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{\"kind\": \"x\", \"t\": 1}\nnot json\n")
+    with pytest.raises(events.BadEventLog, match=r"bad.jsonl:2 is not a taskrace event"):
+        events.read_log(str(bad))
+
+
+def test_events_carry_no_secret(tmp_path):
+    """The records' redaction applies to the log: a password in a URL never reaches it."""
+    log = tmp_path / "ev.jsonl"
+    with events.JsonLinesLog(str(log)):
+        events.emit("status", text="broker redis://:s3cret-pw@127.0.0.1:6379/0")
+    text = log.read_text()
+    assert "s3cret-pw" not in text and "127.0.0.1:6379" in text
+
+
+def test_importing_the_event_stream_does_not_import_the_library_face():
+    """Celery workers import workers.base, hence taskrace.events: they must not pay for
+    the API (rich, the parser, the reports)."""
+    code = ("import sys, workers.base; import taskrace.events; "
+            "print(sorted(m for m in sys.modules if m.startswith('taskrace')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['taskrace', 'taskrace.events']"
