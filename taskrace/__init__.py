@@ -5,7 +5,7 @@ lives in ``taskrace.api`` and is imported on first use: a Celery worker that imp
 ``workers`` (and through it ``taskrace.events``) pays for none of it.
 """
 
-__version__ = "0.1.0"
+from taskrace.version import __version__
 
 _API = ("run", "compare", "faults", "network", "load", "parse", "Results", "FaultResults", "NetworkResults",
         "InputError")

@@ -97,7 +97,7 @@ class _input_errors:
         return self
 
     def __exit__(self, kind, exc, tb):
-        from taskrace.cli import BAD_INPUT  # the one list of what counts as bad input
+        from taskrace.errors import BAD_INPUT
         from workers.redact import redact_text
 
         if kind is not None and issubclass(kind, BAD_INPUT) and not issubclass(kind, InputError):
@@ -204,7 +204,7 @@ def network(*, on_event: Callable | None = None, events: str | None = None, trac
 def load(path: str):
     """A document written by ``--json`` (results, fault lab or network study), as the
     result object its command returns."""
-    from taskrace.documents import load_document
+    from taskrace.schemas import load_document
 
     with _input_errors():
         kind, doc = load_document(path)
@@ -257,7 +257,7 @@ class _Document:
 
     def report(self, out_dir: str) -> str:
         """Charts and one HTML page in ``out_dir`` (as ``--report``); the page's path."""
-        from taskrace.documents import write_report
+        from taskrace.schemas import write_report
 
         return write_report(self.kind, self.document(), out_dir)
 

@@ -19,19 +19,18 @@ from rich.console import Console
 from rich.markup import escape
 
 from scenarios import SCENARIOS, get_scenario
-from scenarios.base import BadInput
 from taskrace.columns import select as select_columns
-from taskrace.events import BadEventLog, JsonLinesLog
+from taskrace.errors import BAD_INPUT
+from taskrace.events import JsonLinesLog
 from taskrace.matrix import EXIT_FAILED, EXIT_OK, exit_code  # noqa: F401 - exit_code: tests read it here
 from taskrace.options import UsageError, check_writable, tier_options
 from taskrace.parser import build_parser
 from taskrace.progress import ProgressBar
 from taskrace.report import csv_text, markdown, print_details, print_runs
-from taskrace.results import BadResults, document, write_json
-from workers import TIERS, MissingDependency, UnknownChoice, get_tier, load
+from taskrace.results import document, write_json
+from workers import TIERS, MissingDependency, get_tier, load
 from workers.base import TierFailure
 from workers.redact import redact_text
-from workers.redis_server import RedisUnavailable
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 # Every command: name -> "module:handler(args, console) -> exit code". One table, one
@@ -46,7 +45,6 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "cluster": "taskrace.cluster:cmd_cluster",
             "worker": "taskrace.join:cmd_worker",
             "host": "workers.netns:cmd_host"}
-BAD_INPUT = (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults, BadEventLog)
 
 
 def cmd_list(args, console: Console) -> int:
@@ -224,7 +222,7 @@ def _diff(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from taskrace.documents import load_document, write_report
+    from taskrace.schemas import load_document, write_report
 
     kind, doc = load_document(args.results)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from scenarios import SCENARIOS
-from taskrace import __version__
+from taskrace.version import __version__
 from taskrace.columns import BY_KEY as COLUMN_KEYS
 from taskrace.options import (Parser, add_events_option, add_scenario_options, add_shared, add_tier_options,
                               whole_number)

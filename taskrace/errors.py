@@ -1,0 +1,13 @@
+"""What counts as bad input, wherever it is found: the CLI prints any of these as one
+line and exits 2; the library raises it again as ``taskrace.InputError`` with the same
+message. One list, so the two never disagree."""
+from __future__ import annotations
+
+from scenarios.base import BadInput
+from taskrace.events import BadEventLog
+from taskrace.options import UsageError
+from taskrace.results import BadResults
+from workers import MissingDependency, UnknownChoice
+from workers.redis_server import RedisUnavailable
+
+BAD_INPUT = (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults, BadEventLog)
