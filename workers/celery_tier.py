@@ -27,6 +27,7 @@ import math
 import os
 import secrets
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -34,6 +35,8 @@ import time
 
 from workers.base import Outcome, Tier, TierFailure, TierOption
 from workers.celery_workers import CELERY_ENV_OVERRIDES, POOLS, start_worker, stop_workers, wait_ready
+from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, MODES,
+                              redelivers_after_worker_death, resolve, saving_mode)
 from workers.latency_proxy import LatencyProxy, parse_latency, redis_target, through
 from workers.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
@@ -59,8 +62,11 @@ class CeleryTier(Tier):
         TierOption("pool", "worker pool", default="prefork", choices=POOLS),
         TierOption("concurrency", "slots per worker", type=int, default=1, metavar="N"),
         TierOption("prefetch", "worker_prefetch_multiplier", type=int, default=1, metavar="N"),
-        TierOption("acks_late", "task_acks_late: acknowledge a task when it ends, not when it starts",
-                   switch=True),
+        TierOption("acks_late", "task_acks_late: acknowledge a task when it ends, not when it starts "
+                   "(alone: --delivery acks-late-only)", switch=True),
+        TierOption("delivery", "what the queue promises when a worker dies: the fault lab's modes, the same "
+                   "settings (workers.delivery); at-most-once is Celery's defaults", default="at-most-once",
+                   choices=tuple(MODES)),
         TierOption("chunk", "calls per message (celery chunks)", type=int, default=1, metavar="N"),
         TierOption("external", "use workers someone else runs (the compose lab's worker service)",
                    switch=True, spelling="--external-workers"),
@@ -72,7 +78,7 @@ class CeleryTier(Tier):
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
                  concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,
                  task_timeout: float = 600.0, external: bool = False, queue: str | None = None,
-                 scaler=None, latency=None, **options) -> None:
+                 scaler=None, latency=None, delivery: str | None = None, **options) -> None:
         super().__init__(workers, **options)
         if pool not in POOLS:
             raise ValueError(f"unknown --pool {pool!r}; choose from: {', '.join(POOLS)}")
@@ -82,7 +88,12 @@ class CeleryTier(Tier):
                 raise ValueError(f"{flag} must be at least {low}, got {value}")
         self.redis_url = redis_url or os.environ.get("REDIS_URL") or None
         self.pool, self.concurrency, self.prefetch = pool, concurrency, prefetch
-        self.acks_late, self.chunk, self.task_timeout = acks_late, chunk, task_timeout
+        # One DeliveryMode, resolved here: the harness's app and every worker get its name
+        # (TASKRACE_DELIVERY), so both apply the very settings the fault lab prints.
+        self.delivery = resolve(delivery, acks_late)
+        self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
+        self.chunk, self.task_timeout = chunk, task_timeout
+        self.incidents: list[dict] = []  # workers that died under a run, and what it cost
         self.run_id = secrets.token_hex(4)
         # external: workers someone else runs (the compose lab's `worker` service), on a
         # shared queue; -n is then how many of them must be up. `scaler(n)` may make it so.
@@ -116,6 +127,10 @@ class CeleryTier(Tier):
         self.app = None
         self._embedded: EmbeddedRedis | None = None
         self._workers: list = []
+        self._dead_pids: set[int] = set()  # workers of this tier seen dead (and replaced)
+        self._retired: list = []  # ... kept for stop() to reap
+        self._replaced = 0
+        self._dead_nodes: set[str] = set()  # external workers taken for dead (no pings)
         self._logdir: str | None = None
         self._nodes_up: list[str] = []
         self.extra_workers = 0
@@ -131,7 +146,10 @@ class CeleryTier(Tier):
                 "actor_slots": self._external_slots,
                 "external_workers": self.external, "latency": self._latency_record(),
                 "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers],
-                "nodes_for_tasks": self._main_nodes or [w.name for w in self._workers[:self.workers]]}
+                "nodes_for_tasks": self._main_nodes or [w.name for w in self._workers[:self.workers]],
+                "delivery": {**self.delivery.describe(), "settings_text": self.delivery.settings_text(),
+                             "effectively_once": dict(EFFECTIVELY_ONCE, actors="refused: " + ACTORS_REFUSED)},
+                "dead_workers": self.incidents}
 
     def _latency_record(self) -> dict | None:
         if self.latency is None:
@@ -156,7 +174,7 @@ class CeleryTier(Tier):
             self.worker_url = through(self.url, *self._proxy.address)
         from workers.celery_app import make_app  # celery imports only when this tier runs
 
-        self.app = make_app(self.url)
+        self.app = make_app(self.url, self.delivery.name)
         if self.external:
             self._await_external(self.workers)
             self._main_nodes = sorted(self._nodes_up)[:self.workers]
@@ -191,8 +209,9 @@ class CeleryTier(Tier):
         if self.external:
             self._await_external(self.workers + self.extra_workers + count)
             return
-        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late))}
-        batch = [start_worker(self.worker_url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + k + 1}",
+        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
+               DELIVERY_ENV: self.delivery.name}
+        batch = [start_worker(self.worker_url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + self._replaced + k + 1}",
                               self._logdir, env=env, queues=queues, concurrency=self.concurrency,
                               pool=self.pool) for k in range(count)]
         self._workers += batch
@@ -202,7 +221,7 @@ class CeleryTier(Tier):
             raise TierFailure(str(exc)) from None
 
     def stop(self, abort: bool = False) -> None:
-        stop_workers(self._workers, timeout=3 if abort else 10)
+        stop_workers(self._workers + self._retired, timeout=3 if abort else 10)
         if self._proxy is not None:  # after the workers: their warm shutdown still talks to Redis
             self._proxy_stats = self._proxy.stats()
             self._proxy.stop()
@@ -253,8 +272,11 @@ class CeleryTier(Tier):
         else:
             result = group(self.app.signature("taskrace.call", args=item, queue=self.queue)
                            for item in items).apply_async()
-        arrivals = self._collect(result)
-        flat = [(d, seen) for value, seen in arrivals for d in (value if chunk > 1 else [value])]
+        spans = [list(range(j, min(j + chunk, len(items)))) for j in range(0, len(items), chunk)]
+        arrivals = self._collect(result, spans)
+        # a chunk that never came back (a dead worker) is one error dict for all its calls
+        flat = [(d, seen) for (value, seen), span in zip(arrivals, spans)
+                for d in (value if chunk > 1 and isinstance(value, list) else [value] * len(span))]
         return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(flat)]
 
     def reserve(self, actors: int) -> None:
@@ -287,6 +309,10 @@ class CeleryTier(Tier):
         return self._external_slots
 
     def run_actors(self, actors) -> list[Outcome]:
+        if self.delivery.idempotent:
+            from scenarios.base import BadInput  # one line, exit 2, before anything is sent
+
+            raise BadInput(f"celery {ACTORS_REFUSED}")
         self.reserve(len(actors))  # in case the scenario did not say in advance
         from celery import group
 
@@ -300,7 +326,7 @@ class CeleryTier(Tier):
                                     name=f"taskrace-actor-{actors[i].name}") for i in here]
         for t in threads:
             t.start()
-        arrivals = dict(zip(remote, self._collect(result))) if remote else {}
+        arrivals = dict(zip(remote, self._collect(result, [[i] for i in remote], actors=True))) if remote else {}
         deadline = time.monotonic() + self.task_timeout
         for i, t in zip(here, threads):
             t.join(max(0.0, deadline - time.monotonic()))
@@ -320,27 +346,36 @@ class CeleryTier(Tier):
                  + [i for i in reversed(range(len(actors))) if actors[i].name not in HARNESS_FIRST])
         return sorted(order[:count])
 
-    def _collect(self, result) -> list[tuple]:
+    def _collect(self, result, spans: list[list[int]], actors: bool = False) -> list[tuple]:
         """Wait for every result, noting when each arrives; fail in one line, with the
-        count of completed tasks, if the broker goes away or the run times out."""
+        count of completed tasks, if the broker goes away or the run times out.
+
+        No stall on a dead worker: between results (join_native's on_interval, after each
+        result or each 1 s drain tick) the workers are looked at, at most every
+        LOOK_EVERY_S (a waitpid for the ones this tier started; pings after a stall for
+        external ones). Once one died, each look also asks what every missing result can
+        still become (``_fates``): a task queued with a live consumer, running or reserved
+        on a live worker, or unacknowledged and restored before the timeout can still
+        arrive; one acknowledged by the dead worker, parked in the unacked index until
+        kombu's visibility timeout, or queued with no live worker cannot. When every
+        missing one cannot, on two looks CONFIRM_S apart, the wait ends: those tasks come
+        back as errors naming them (the checker fails the point, the CLI exits 1) and the
+        record gets an incident (``describe()["dead_workers"]``) with its stated bound."""
         from celery.exceptions import TimeoutError as CeleryTimeout
         from kombu.exceptions import OperationalError
         import redis
 
-        index = {r.id: i for i, r in enumerate(result.results)}
-        total = len(index)
-        values: dict[int, tuple] = {}
-
-        def arrived(task_id, value):
-            values[index[task_id]] = (value, time.perf_counter())
-
+        watch = _Watch(self, result, spans, actors)
+        total = len(watch.ids)
         try:
             # interval: how often the result keys are polled; Celery's 0.5 s default would add
             # up to half a second to every run and hide the per-task cost we measure.
-            result.join_native(timeout=self.task_timeout, callback=arrived, propagate=True,
-                               interval=0.002)
+            result.join_native(timeout=self.task_timeout, callback=watch.arrived, propagate=False,
+                               interval=0.002, on_interval=watch.on_interval)
+        except _Settled:
+            self._forget(result, watch)
         except CeleryTimeout:
-            raise TierFailure(f"celery: {len(values)}/{total} tasks completed before the "
+            raise TierFailure(f"celery: {len(watch.values)}/{total} tasks completed before the "
                               f"{self.task_timeout:.0f} s timeout (workers dead or stuck?)") from None
         except (redis.RedisError, OperationalError, OSError, RuntimeError) as exc:
             # Celery's result consumer gives up with RuntimeError("Retry limit exceeded")
@@ -348,9 +383,239 @@ class CeleryTier(Tier):
             cause = exc.__cause__ if isinstance(exc, RuntimeError) else exc
             if not isinstance(cause, (redis.RedisError, OperationalError, OSError)):
                 raise
-            raise TierFailure(f"celery: broker lost mid-run after {len(values)}/{total} tasks "
+            raise TierFailure(f"celery: broker lost mid-run after {len(watch.values)}/{total} tasks "
                               f"completed ({type(cause).__name__})") from None
-        return [values[i] for i in range(total)]  # (value, when the caller had it)
+        if watch.deaths or watch.child_lost or watch.redelivered:
+            self._settle(watch)
+        return [watch.values[k] for k in range(total)]  # (value, when the caller had it)
+
+    # dead workers ------------------------------------------------------------------
+    def _look_for_deaths(self, watch: "_Watch") -> None:
+        """Workers of this tier whose main process is gone (a waitpid each), or external
+        ones that stopped answering pings once no result came for STALL_PING_S. A dead
+        worker this tier started is replaced at once, as a supervisor would (its boot
+        is not waited for here: it joins the queue when ready)."""
+        now = time.monotonic()
+        if self.external:
+            if now - watch.last_arrival < STALL_PING_S or not self._main_nodes:
+                return
+            try:
+                answered = {node for reply in self.app.control.ping(destination=self._main_nodes, timeout=1.0)
+                            for node in reply}
+            except Exception:  # noqa: BLE001 - the broker itself: join_native will say so
+                return
+            for node in self._main_nodes:
+                watch.misses[node] = 0 if node in answered else watch.misses.get(node, 0) + 1
+                if watch.misses[node] == PING_MISSES and node not in self._dead_nodes:
+                    self._dead_nodes.add(node)
+                    watch.died(node, None, f"stopped answering pings ({PING_MISSES} in a row)")
+            return
+        for w in list(self._workers):
+            if w.pid in self._dead_pids or w.proc.poll() is None:
+                continue
+            self._dead_pids.add(w.pid)
+            code = w.proc.returncode
+            how = (f"main process killed by {signal.Signals(-code).name}" if code < 0 and
+                   -code in signal.valid_signals() else f"main process exited with code {code}")
+            watch.died(self._node(w), w.pid, how)
+            new = self._replace(w)
+            if new is not None:
+                watch.replaced.append(self._node(new))
+
+    def _replace(self, w):
+        """Start a worker in the place of ``w`` (dead, or about to be killed), on the same
+        queues; it joins them when it is ready. None if it could not be started."""
+        actor_only = w.name.startswith(f"taskrace-{self.run_id}-x")
+        tag, queues = ("x", self.actor_queue) if actor_only else ("w", f"{self.queue},{self.actor_queue}")
+        self._replaced += 1
+        name = f"taskrace-{self.run_id}-{tag}{len(self._workers) + self._replaced}"
+        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
+               DELIVERY_ENV: self.delivery.name}
+        try:
+            new = start_worker(self.worker_url, name, self._logdir, env=env, queues=queues,
+                               concurrency=self.concurrency, pool=self.pool)
+        except OSError:
+            return None
+        # in the dead one's place: the first -n stay the run's main workers (the record's
+        # nodes_for_tasks); the dead one is kept aside, for stop() to reap
+        self._workers[self._workers.index(w)] = new
+        self._retired.append(w)
+        return new
+
+    def _recycle(self, nodes: set[str], watch: "_Watch") -> None:
+        """Kill the workers running these nodes (actors stuck on a lost peer) and start
+        others in their place, so the next run finds free slots."""
+        doomed = [w for w in self._workers if self._node(w) in nodes and w.proc.poll() is None]
+        for w in doomed:
+            self._dead_pids.add(w.pid)
+        stop_workers(doomed, timeout=3)
+        for w in doomed:
+            new = self._replace(w)
+            if new is not None:
+                watch.replaced.append(self._node(new))
+
+    @staticmethod
+    def _node(w) -> str:
+        return f"{w.name}@{socket.gethostname()}"
+
+    def _live_nodes(self) -> tuple[list[str], list[str]]:
+        """(nodes that may hold tasks and can answer, nodes still booting): this tier's
+        live workers, or the external ones not taken for dead."""
+        if self.external:
+            return [n for n in (self._nodes_up or self._main_nodes) if n not in self._dead_nodes], []
+        ready, booting = [], []
+        for w in self._workers:
+            if w.pid in self._dead_pids or w.proc.poll() is not None:
+                continue
+            (ready if w.ready_after is not None or " ready." in w.log() else booting).append(self._node(w))
+        return ready, booting
+
+    def _fates(self, watch: "_Watch") -> dict[int, tuple[str, str]]:
+        """What each missing result can still become: message index -> (fate, where).
+        Fates that can arrive: running (active or reserved on a live worker), queued (a
+        live consumer will take it), returning (unacknowledged, restored before the
+        timeout), unknown (a live worker did not answer: it may hold it). Fates that
+        cannot: gone (acknowledged by a dead worker), parked (unacknowledged, restored
+        only after the timeout), stranded (queued, no live worker)."""
+        pending = {tid: k for tid, k in watch.index.items() if k not in watch.values}
+        if not pending:
+            return {}
+        fates: dict[int, tuple[str, str]] = {}
+        live, booting = self._live_nodes()
+        silent = bool(booting)
+        if live:
+            try:
+                inspect = self.app.control.inspect(destination=live, timeout=INSPECT_TIMEOUT_S)
+                replies: dict = {}
+                for part in (inspect.active() or {}, inspect.reserved() or {}):
+                    for node, tasks in part.items():
+                        replies.setdefault(node, []).extend(tasks or [])
+            except Exception:  # noqa: BLE001 - cannot tell: nothing is called lost on this look
+                return {k: ("unknown", "") for k in pending.values()}
+            silent = silent or any(node not in replies for node in live)
+            for node, tasks in replies.items():
+                for t in tasks:
+                    if t.get("id") in pending:
+                        fates[pending[t["id"]]] = ("running", node)
+        try:
+            r = client(self.url)
+            with r.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.queue, 0, -1)
+                pipe.lrange(self.actor_queue, 0, -1)
+                pipe.hgetall("unacked")
+                pipe.zrange("unacked_index", 0, -1, withscores=True)
+                pipe.time()
+                queued_a, queued_b, unacked, index, (sec, usec) = pipe.execute()
+        except Exception:  # noqa: BLE001 - a broker gone: join_native says so
+            return {k: ("unknown", "") for k in pending.values()}
+        now = sec + usec / 1e6
+        consumers = bool(live or booting)
+        if self.external:  # only the -n main nodes were told to consume this run's queue
+            consumers = any(n not in self._dead_nodes for n in self._main_nodes)
+        for raw in queued_a + queued_b:
+            tid = _message_id(raw)
+            if tid in pending and pending[tid] not in fates:
+                fates[pending[tid]] = ("queued", "") if consumers else ("stranded", "")
+        restore_after = self.delivery.visibility_timeout_s + self.delivery.restore_period_s
+        horizon = self.task_timeout - (time.monotonic() - watch.t0)
+        scores = {tag.decode() if isinstance(tag, bytes) else tag: score for tag, score in index}
+        for tag, raw in unacked.items():
+            tag = tag.decode() if isinstance(tag, bytes) else tag
+            try:
+                tid = _message_id(json.loads(raw)[0])
+            except (ValueError, IndexError, TypeError):
+                continue
+            if tid in pending and pending[tid] not in fates:
+                due = scores.get(tag, now) + restore_after - now
+                fates[pending[tid]] = ("returning", f"{max(0.0, due):.1f}") if due < horizon else \
+                    ("parked", f"{max(0.0, due):.0f}")
+        for k in pending.values():
+            fates.setdefault(k, ("unknown", "") if silent else ("gone", ""))
+        return fates
+
+    def _forget(self, result, watch: "_Watch") -> None:
+        """Stop waiting for the results that cannot arrive (no subscription left behind)."""
+        backend = self.app.backend
+        for r in result.results:
+            if watch.index[r.id] not in watch.values:
+                try:
+                    backend.remove_pending_result(r)
+                except Exception:  # noqa: BLE001 - best effort
+                    pass
+
+    def _settle(self, watch: "_Watch") -> None:
+        """Turn what the watch saw into errors on the lost tasks and one incident in the
+        record; wait for replacement workers so the next run has -n again."""
+        mode = self.delivery
+        ended = time.monotonic()
+        lost = sorted(set(watch.lost) | set(watch.child_lost))
+        tasks_of = lambda ks: [i for k in ks for i in watch.spans[k]]  # noqa: E731
+        lost_tasks = tasks_of(lost)
+        redelivered = tasks_of(sorted(k for k, (v, _) in watch.values.items()
+                                      if isinstance(v, dict) and v.get("redelivered")))
+        nodes = ", ".join(d["node"] for d in watch.deaths) or "a pool child"
+        save = saving_mode(mode, pool_child=bool(watch.child_lost) and not watch.lost)
+        names = _ranges(lost_tasks)
+        total = sum(len(s) for s in watch.spans)
+        if lost:
+            one = len(lost_tasks) == 1
+            head = (f"{len(lost_tasks)} of {total} tasks lost ({'task' if one else 'tasks'} {names}) under "
+                    f"--delivery {mode.name}" + (f"; --delivery {save} would have "
+                                                 f"{'sent' if watch.child_lost else 'redelivered'} "
+                                                 f"{'it' if one else 'them'} back" if save else ""))
+            first = lost_tasks[0]
+            for k in lost:
+                why = (f"its pool child was killed ({watch.child_lost[k]})" if k in watch.child_lost
+                       else _why(watch.lost[k], nodes, mode))
+                text = f"lost: {why}; {head}" if first in watch.spans[k] else f"lost: {why} (see task {first})"
+                seen = watch.values[k][1] if k in watch.values else time.perf_counter()
+                watch.values[k] = ({"error": text, "lost": True}, seen)
+        # the bound this incident had to end within, from the work and the visibility timeout
+        runs = [d["finished"] - d["started"] for v, _ in watch.values.values()
+                for d in (v if isinstance(v, list) else [v])
+                if isinstance(d, dict) and d.get("finished") is not None and d.get("started") is not None]
+        work = max(runs, default=0.0) * (max(len(s) for s in watch.spans) if watch.spans else 1)
+        left = watch.pending_at_notice or 0
+        slots = max(1, watch.survivors * self.concurrency)
+        redeliver = (mode.visibility_timeout_s + mode.restore_period_s
+                     if redelivers_after_worker_death(mode) and watch.deaths else 0.0)
+        boot = max((w.ready_after or 0.0 for w in self._workers), default=0.0) * 2 if not watch.survivors else 0.0
+        bound = SETTLE_SLACK_S + redeliver + boot + work * math.ceil(left / slots)
+        noticed = watch.noticed_at
+        incident = {
+            "mode": mode.name, "kind": "actors" if watch.actors else "tasks", "tasks": total,
+            "died": watch.deaths, "replaced_by": watch.replaced,
+            "lost": lost_tasks,
+            # gone: acknowledged by the dead worker; parked: unacknowledged, restored only after the
+            # timeout; stranded: queued, no live worker; abandoned: an actor stuck on a lost peer
+            "lost_how": {str(i): "pool child killed" if k in watch.child_lost else watch.lost[k][0]
+                         for k in lost for i in watch.spans[k]},
+            "redelivered": redelivered,
+            "redelivered_note": "ran again from a message kombu gave back (visibility timeout or a killed pool "
+                                "child's reject): under at-least-once its first run was cut short or is a "
+                                "duplicate (ran twice)" if redelivered else None,
+            "would_have_saved": save if lost else None,
+            "verdict": (f"lost {len(lost_tasks)}: {'task' if len(lost_tasks) == 1 else 'tasks'} {names}" if lost
+                        else f"no task lost ({len(redelivered)} redelivered)" if redelivered else "no task lost"),
+            "ended_s": round(ended - watch.t0, 3),
+            # noticed: a worker's death or a WorkerLostError (a redelivery alone notices nothing)
+            "noticed_s": None, "ended_after_notice_s": None, "bound_s": None, "bound": None, "within_bound": None,
+        }
+        if noticed is not None:
+            incident.update(
+                noticed_s=round(noticed - watch.t0, 3), ended_after_notice_s=round(ended - noticed, 3),
+                bound_s=round(bound, 3), within_bound=ended - noticed <= bound,
+                bound=(f"after the death was noticed: {SETTLE_SLACK_S:.0f} s to notice and confirm + "
+                       f"{redeliver:g} s redelivery (visibility_timeout + restore sweep, late acks only) + "
+                       f"{boot:.1f} s worker boot (no survivor) + the longest message's run {work:.3f} s x "
+                       f"ceil({left} unfinished / {slots} surviving slots)"))
+        self.incidents.append(incident)
+        booting = [w for w in self._workers if w.proc.poll() is None and w.ready_after is None]
+        if booting:
+            try:
+                wait_ready(booting)
+            except (RuntimeError, TimeoutError) as exc:
+                raise TierFailure(f"celery: a replacement for a dead worker did not start: {exc}") from None
 
     @staticmethod
     def _outcome(index: int, d: dict, submitted: float, seen: float) -> Outcome:
@@ -386,3 +651,149 @@ def _run_here(actor, out: dict) -> None:
     out.update(value=value, error=error, started=started, finished=finished,
                worker=f"harness@{socket.gethostname()}:{os.getpid()}",
                cpu_s=time.thread_time() - cpu0, max_rss=peak_rss(), seen=time.perf_counter())
+
+
+# --- dead workers: what the watch of one wait knows -------------------------------------
+LOOK_EVERY_S = 0.5  # workers looked at (waitpid) at most this often while results arrive
+CONFIRM_S = 0.5  # a task is called lost only when two looks this far apart agree
+INSPECT_TIMEOUT_S = 1.0  # inspect active/reserved, asked only after a death
+STALL_PING_S = 2.0  # external workers: pinged only after this long without a result
+PING_MISSES = 3  # ... and taken for dead after missing this many pings in a row
+ACTOR_GRACE_S = 5.0  # actors wait on each other: after one is lost, the others get this long
+# Noticing (a look every 0.5 s, join_native's 1 s drain tick), confirming (two looks 0.5 s
+# apart, each with up to two 1 s inspect calls): what ending a wait may take beyond the work.
+SETTLE_SLACK_S = LOOK_EVERY_S + 1.0 + CONFIRM_S + 2 * INSPECT_TIMEOUT_S + 1.0
+LOST_FATES = ("gone", "parked", "stranded", "abandoned")
+
+
+class _Settled(Exception):
+    """Raised from join_native's on_interval: nothing more can arrive."""
+
+
+class _Watch:
+    """The state of one wait: which results arrived, which workers died, and what the
+    missing ones can still become."""
+
+    def __init__(self, tier: CeleryTier, result, spans: list[list[int]], actors: bool) -> None:
+        self.tier, self.spans, self.actors = tier, spans, actors
+        self.ids = [r.id for r in result.results]
+        self.index = {tid: k for k, tid in enumerate(self.ids)}
+        self.values: dict[int, tuple] = {}
+        self.t0 = self.last_arrival = time.monotonic()
+        self.next_look = self.t0 + LOOK_EVERY_S
+        self.deaths: list[dict] = []
+        self.replaced: list[str] = []
+        self.child_lost: dict[int, str] = {}  # message -> WorkerLostError text
+        self.redelivered = False  # a result ran from a message kombu gave back
+        self.lost: dict[int, tuple[str, str]] = {}  # message -> (fate, where), once settled
+        self.misses: dict[str, int] = {}
+        self.noticed_at: float | None = None
+        self.pending_at_notice: int | None = None
+        self.survivors = 0
+        self._seen_fates: dict | None = None
+        self._seen_at = 0.0
+        self._first_loss: float | None = None
+
+    def arrived(self, task_id, value) -> None:
+        k = self.index.get(task_id)
+        if k is None or k in self.values:
+            return
+        if isinstance(value, BaseException):  # propagate=False: a failed task's exception
+            text = f"{type(value).__name__}: {value}"
+            if type(value).__name__ == "WorkerLostError":  # a pool child killed under it
+                self.child_lost[k] = text
+                self._notice()
+            value = {"error": text}
+        elif isinstance(value, dict) and "redelivered" in value:
+            self.redelivered = True
+        self.values[k] = (value, time.perf_counter())
+        self.last_arrival = time.monotonic()
+
+    def died(self, node: str, pid: int | None, how: str) -> None:
+        self._notice()
+        self.deaths.append({"node": node, "pid": pid, "how": how,
+                            "noticed_s": round(time.monotonic() - self.t0, 3)})
+
+    def _notice(self) -> None:
+        if self.noticed_at is None:
+            self.noticed_at = time.monotonic()
+            self.pending_at_notice = len(self.ids) - len(self.values)
+            live, _ = self.tier._live_nodes()
+            self.survivors = len(live)
+
+    def on_interval(self) -> None:
+        now = time.monotonic()
+        if now < self.next_look:
+            return
+        self.next_look = now + LOOK_EVERY_S
+        self.tier._look_for_deaths(self)
+        if not self.deaths:
+            return
+        fates = self.tier._fates(self)
+        if self.actors:
+            fates = self._abandon(fates, now)
+        if not fates or any(f not in LOST_FATES for f, _ in fates.values()):
+            self._seen_fates = None
+            return
+        if self._seen_fates is not None and {k: f for k, (f, _) in fates.items()} == self._seen_fates \
+                and now - self._seen_at >= CONFIRM_S:
+            self.lost = fates
+            raise _Settled
+        if self._seen_fates is None or {k: f for k, (f, _) in fates.items()} != self._seen_fates:
+            self._seen_fates, self._seen_at = {k: f for k, (f, _) in fates.items()}, now
+
+    def _abandon(self, fates: dict, now: float) -> dict:
+        """Actors wait on each other: once one is surely lost, the others (a consumer
+        waiting for the lost producer's items) may wait forever. They get ACTOR_GRACE_S,
+        then count as abandoned, and the workers running them are replaced."""
+        if not any(f in LOST_FATES for f, _ in fates.values()):
+            self._first_loss = None
+            return fates
+        self._first_loss = self._first_loss or now
+        if now - self._first_loss < ACTOR_GRACE_S:
+            return fates
+        held = {where for f, where in fates.values() if f == "running"}
+        if held and not self.tier.external:
+            self.tier._recycle(held, self)
+        return {k: (("abandoned", where) if f not in LOST_FATES else (f, where)) for k, (f, where) in fates.items()}
+
+
+def _message_id(raw) -> str | None:
+    """The task id in a kombu message (bytes or str JSON, or the decoded dict)."""
+    try:
+        payload = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+        return payload["headers"]["id"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _why(fate: tuple[str, str], nodes: str, mode) -> str:
+    kind, where = fate
+    if kind == "gone":
+        return (f"worker {nodes} died while it ran it ("
+                + ("acknowledged when it started, so nothing brings it back)" if not mode.settings.get("task_acks_late")
+                   else "its message is gone from the broker)"))
+    if kind == "parked":
+        return (f"worker {nodes} died holding it prefetched and unacknowledged; kombu restores it only "
+                f"after visibility_timeout {mode.visibility_timeout_s:.0f} s, past this run's timeout")
+    if kind == "stranded":
+        return "queued with no live worker left to take it"
+    if kind == "abandoned":
+        return f"still running on {where} {ACTOR_GRACE_S:.0f} s after a peer it waits on was lost; its worker was replaced"
+    return kind
+
+
+def _ranges(indices: list[int], limit: int = 20) -> str:
+    """1, 3-5, 9 (at most ``limit`` items, then how many more)."""
+    out, run = [], []
+    for i in sorted(set(indices)):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
+    text = ", ".join(out[:limit])
+    return text + (f" and {len(out) - limit} more" if len(out) > limit else "")
