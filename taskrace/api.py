@@ -190,7 +190,8 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
 def network(*, on_event: Callable | None = None, events: str | None = None, trace: bool = False,
             progress: bool = True, **options) -> "NetworkResults":
     """What a celery task costs over a network (``taskrace network``): a + k x RTT."""
-    from taskrace.network import plan_from, study
+    from taskrace.netstudy.measure import study
+    from taskrace.netstudy.plan import plan_from
 
     with _input_errors():
         args = parse("network", **options)
@@ -433,7 +434,7 @@ class NetworkResults(_Document):
             raise AttributeError(name) from None
 
     def render(self, console: Console) -> None:
-        from taskrace.network import print_all
+        from taskrace.netstudy.printing import print_all
 
         print_all(self.doc, console)
 

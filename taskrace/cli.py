@@ -41,7 +41,7 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "report": "taskrace.cli:cmd_report",
             "bench": "taskrace.bench:main",
             "faults": "taskrace.faults.cli:cmd_faults",
-            "network": "taskrace.network:cmd_network",
+            "network": "taskrace.netstudy.cli:cmd_network",
             "cluster": "taskrace.cluster:cmd_cluster",
             "worker": "taskrace.join:cmd_worker",
             "host": "workers.netns:cmd_host"}

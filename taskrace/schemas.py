@@ -14,7 +14,7 @@ def load_document(path: str) -> tuple[str, dict]:
     """(kind, document) of a file written by ``--json``: "faults", "network" or
     "results"; BadResults (one line) for anything else."""
     from taskrace.faults.report import load_faults
-    from taskrace.network import load_network
+    from taskrace.netstudy.document import load_network
     from taskrace.results import load_json
 
     doc = load_faults(path)  # "schema": "taskrace.faults/1", else None
@@ -31,7 +31,7 @@ def write_report(kind: str, doc: dict, out_dir: str) -> str:
     if kind == "faults":
         from taskrace.faults.report import write_report as write
     elif kind == "network":
-        from taskrace.network_report import write_report as write
+        from taskrace.netstudy.report import write_report as write
     else:
         from taskrace.html_report import write_report as write
     return write(doc, out_dir)

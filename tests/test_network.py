@@ -30,7 +30,7 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_procs import MarkedRun, wait_gone
 
 from taskrace.cli import main
-from taskrace.network import fit_line, loo_rtt
+from taskrace.netstudy.model import fit_line, loo_rtt
 
 RTT_MS = 20
 K_MIN = 1  # round trips every plain task pays at least: its BRPOP

@@ -21,7 +21,7 @@ from matplotlib.ticker import FuncFormatter
 
 from taskrace import plots
 from taskrace.html_report import esc, figure, page, section_environment, write_page
-from taskrace.network import commands_sentence, measured_sentence, ms, pays_sentences, rate, verdict
+from taskrace.netstudy.printing import commands_sentence, measured_sentence, ms, pays_sentences, rate, verdict
 
 COST_TITLE = "Cost per task vs round-trip time"
 SCALING_TITLE = "Local vs distributed scaling"

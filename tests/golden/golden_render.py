@@ -90,11 +90,12 @@ def render_all() -> dict[str, str]:
     out["faults.txt"] = buf.getvalue()
     out["faults.html"] = _report(faults_report.write_report, fdoc)
 
-    study = _first("taskrace.netstudy", "taskrace.network")
-    study_report = _first("taskrace.netstudy_report", "taskrace.network_report")
-    ndoc = study.load_network(os.path.join(HERE, "network.json"))
+    study_doc = _first("taskrace.netstudy.document", "taskrace.network")
+    study_print = _first("taskrace.netstudy.printing", "taskrace.network")
+    study_report = _first("taskrace.netstudy.report", "taskrace.network_report")
+    ndoc = study_doc.load_network(os.path.join(HERE, "network.json"))
     buf, console = _console(80)
-    study.print_all(ndoc, console)
+    study_print.print_all(ndoc, console)
     out["network.txt"] = buf.getvalue()
     out["network.html"] = _report(study_report.write_report, ndoc)
     return out
