@@ -165,7 +165,7 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
            progress: bool = True, **options) -> "FaultResults":
     """The fault lab (``taskrace faults``): each fault under each delivery mode, counted
     against the plan, then the shared-memory contrast."""
-    from taskrace.faults.cli import plan_matrix, run_matrix
+    from taskrace.faultlab.cli import plan_matrix, run_matrix
 
     with _input_errors():
         args = parse("faults", **options)
@@ -173,7 +173,7 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
         factory = None
         if args.lab:
             from taskrace.cluster import ClusterError
-            from taskrace.faults.lab import LabCluster, locate
+            from taskrace.faultlab.lab import LabCluster, locate
             try:
                 locate()
             except ClusterError as exc:
@@ -182,7 +182,7 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
         stack, recorder = _listening(on_event, events, trace, progress)
     with stack:
         records, contrast = run_matrix(specs, factory, contrast=not args.no_contrast)
-    from taskrace.faults.document import document
+    from taskrace.faultlab.document import document
 
     return FaultResults(document(records, contrast), events=recorder.events)
 
@@ -392,7 +392,7 @@ class FaultResults(_Document):
 
     @property
     def exit_code(self) -> int:
-        from taskrace.faults.cli import exit_code
+        from taskrace.faultlab.cli import exit_code
 
         return exit_code(self.records)
 
@@ -401,7 +401,7 @@ class FaultResults(_Document):
         return self.exit_code == 0
 
     def render(self, console: Console) -> None:
-        from taskrace.faults.cli import print_contrast, print_faults
+        from taskrace.faultlab.cli import print_contrast, print_faults
 
         if self.records:
             print_faults(self.records, console)

@@ -22,7 +22,7 @@ DESCRIPTION = ("taskrace list | run | compare | network | report | bench | fault
                "race the same workloads across concurrency models")
 # Commands whose parsers live with their code, as "module:function(subparsers)".
 PARSERS_ELSEWHERE = {"cluster": "taskrace.cluster:add_cluster_parser",
-                     "faults": "taskrace.faults.cli:add_faults_parser",
+                     "faults": "taskrace.faultlab.cli:add_faults_parser",
                      "network": "taskrace.netstudy.cli:add_network_parser",
                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
                      "worker": "taskrace.join:add_worker_parser",

@@ -13,7 +13,7 @@ from __future__ import annotations
 def load_document(path: str) -> tuple[str, dict]:
     """(kind, document) of a file written by ``--json``: "faults", "network" or
     "results"; BadResults (one line) for anything else."""
-    from taskrace.faults.report import load_faults
+    from taskrace.faultlab.report import load_faults
     from taskrace.netstudy.document import load_network
     from taskrace.results import load_json
 
@@ -29,7 +29,7 @@ def load_document(path: str) -> tuple[str, dict]:
 def write_report(kind: str, doc: dict, out_dir: str) -> str:
     """The HTML report (and its charts) of a document of ``kind``; returns the page's path."""
     if kind == "faults":
-        from taskrace.faults.report import write_report as write
+        from taskrace.faultlab.report import write_report as write
     elif kind == "network":
         from taskrace.netstudy.report import write_report as write
     else:

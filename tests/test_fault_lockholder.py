@@ -1,4 +1,4 @@
-"""Lock-holder faults (taskrace/faults/lockholder.py): a process killed or paused inside
+"""Lock-holder faults (taskrace/faultlab/lockholder.py): a process killed or paused inside
 its critical section, on a multiprocessing.Lock and on a Redis lock with a lease.
 
 Real worker processes, a real Redis (the embedded one). Every fault is fired by progress
@@ -14,7 +14,7 @@ import redis
 
 from celery_fixtures import embedded_redis, require_redis_binary  # noqa: F401 (fixture)
 from celery_procs import alive, cmdline, descendants, is_redis_server
-from taskrace.faults.lockholder import FAULTS, STORES, lock_holder_fault
+from taskrace.faultlab.lockholder import FAULTS, STORES, lock_holder_fault
 
 # multiprocessing's own helpers live as long as this interpreter, shared by every run.
 HELPER_MARKERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")

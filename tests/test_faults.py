@@ -23,9 +23,9 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_procs import MarkedRun, is_celery_worker, is_redis_server, wait_for, wait_gone
     from tests.conftest import cli
 
-from taskrace.faults.checker import count_against_plan, promise_kept, summary
-from taskrace.faults.cli import exit_code
-from taskrace.faults.run import FaultSpec, plan, run_fault
+from taskrace.faultlab.checker import count_against_plan, promise_kept, summary
+from taskrace.faultlab.cli import exit_code
+from taskrace.faultlab.run import FaultSpec, plan, run_fault
 from workers.delivery import DEFAULT_MODES, get_mode
 
 # Small and quick: 16 operations of 0.2 s on two workers, the fault after the 4th start.

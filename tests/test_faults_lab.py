@@ -41,7 +41,7 @@ except ImportError:  # tests/ imported as a package
                                       sh as _sh, unavailable as _unavailable)
 
 from taskrace.cluster import LABEL_PROJECT, LABEL_SERVICE  # noqa: E402
-from taskrace.faults.lab import LABEL_ROLE, LABEL_RUN, NO_PERSISTENCE_CHOICE, node_of  # noqa: E402
+from taskrace.faultlab.lab import LABEL_ROLE, LABEL_RUN, NO_PERSISTENCE_CHOICE, node_of  # noqa: E402
 
 TAG = "test"
 FAULTS_YML = "compose/faults.yml"

@@ -23,9 +23,9 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_fixtures import require_redis_binary
     from tests.conftest import cli, stderr_lines
 
-from taskrace.faults import report
-from taskrace.faults.checker import count_against_plan, summary
-from taskrace.faults.cli import document
+from taskrace.faultlab import report
+from taskrace.faultlab.checker import count_against_plan, summary
+from taskrace.faultlab.cli import document
 from workers.delivery import MODES
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -34,7 +34,7 @@ SVG_NS = "{http://www.w3.org/2000/svg}"
 @pytest.fixture(scope="module")
 def real_record() -> dict:
     require_redis_binary()
-    from taskrace.faults.run import FaultSpec, run_fault
+    from taskrace.faultlab.run import FaultSpec, run_fault
 
     record = run_fault(FaultSpec("kill-worker", "at-least-once", ops=12, work_s=0.2))
     assert record["fired"], record["verdict"]  # a run whose fault never fired draws no window

@@ -214,7 +214,7 @@ def test_every_taskrace_command_parses_and_validates(cmd, tmp_path, monkeypatch,
     except UsageError as exc:
         pytest.fail(f"{cmd}: {exc}")
     if args.command == "faults":
-        from taskrace.faults.cli import plan_matrix
+        from taskrace.faultlab.cli import plan_matrix
 
         assert plan_matrix(args), "the fault matrix is empty"
 
