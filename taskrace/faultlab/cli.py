@@ -11,9 +11,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from taskrace.faults.document import SCHEMA, document, notes, write_json  # noqa: F401 - SCHEMA re-exported
-from taskrace.faults.nemesis import FAULTS
-from taskrace.faults.run import WORKLOADS, FaultSpec, run_fault
+from taskrace.faultlab.document import SCHEMA, document, notes, write_json  # noqa: F401 - SCHEMA re-exported
+from taskrace.faultlab.nemesis import FAULTS
+from taskrace.faultlab.run import WORKLOADS, FaultSpec, run_fault
 from taskrace.options import UsageError, add_events_option, check_writable, names_in
 from taskrace.progress import ProgressBar
 from workers.delivery import DEFAULT_MODES, MODES
@@ -84,7 +84,7 @@ def plan_matrix(args) -> list[FaultSpec]:
             raise UsageError(f"fault {lab_only[0]!r} needs the compose lab: add --lab "
                               f"(with the lab's stack up: docker compose up -d)")
     if args.lab and any(FAULTS[f].touches_broker for f in faults) and persistences != ["aof"]:
-        from taskrace.faults.lab import NO_PERSISTENCE_CHOICE
+        from taskrace.faultlab.lab import NO_PERSISTENCE_CHOICE
         raise UsageError(NO_PERSISTENCE_CHOICE)
     specs = []
     for fault in faults:
@@ -112,7 +112,7 @@ def cmd_faults(args, console: Console) -> int:
     factory = None
     if args.lab:  # the engine, the stack and its broker answer, or one line (exit 2)
         from taskrace.cluster import ClusterError
-        from taskrace.faults.lab import LabCluster, locate
+        from taskrace.faultlab.lab import LabCluster, locate
         try:
             locate()
         except ClusterError as exc:
@@ -129,7 +129,7 @@ def cmd_faults(args, console: Console) -> int:
         write_json(args.json, records, contrast)
         console.print(f"results: {len(records)} fault runs written to {args.json}")
     if args.report:
-        from taskrace.faults.report import write_report
+        from taskrace.faultlab.report import write_report
         console.print(f"report: {write_report(document(records, contrast), args.report)}")
     return exit_code(records)  # the contrast's deadlock is its lesson, not a broken promise
 
@@ -164,7 +164,7 @@ CONTRAST = (("multiprocessing", "kill-holder"), ("redis", "kill-holder"), ("redi
 
 
 def run_contrast(store: str, fault: str) -> dict:
-    from taskrace.faults.lockholder import lock_holder_fault
+    from taskrace.faultlab.lockholder import lock_holder_fault
 
     return lock_holder_fault(store, fault)
 

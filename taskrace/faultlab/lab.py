@@ -1,6 +1,6 @@
 """The compose lab as a fault-lab cluster: worker containers, a ledger container and the
 stack's own Redis, driven through the Docker SDK. Same verbs as the embedded cluster
-(:mod:`taskrace.faults.local`), so every nemesis runs unchanged; plus a network
+(:mod:`taskrace.faultlab.local`), so every nemesis runs unchanged; plus a network
 partition, which only containers can have.
 
     lab container: this harness, on the stack's network (Docker socket: compose/faults.yml)

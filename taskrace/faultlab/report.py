@@ -23,8 +23,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from taskrace import plots
-from taskrace.faults.document import SCHEMA, notes
-from taskrace.faults.nemesis import FAULTS
+from taskrace.faultlab.document import SCHEMA, notes
+from taskrace.faultlab.nemesis import FAULTS
 from taskrace.html_report import FILENAME, esc, figure, page, section_environment, write_page
 from taskrace.results import BadResults
 from workers.delivery import MODES
@@ -331,7 +331,7 @@ COLUMNS = ("mode", "planned", "applied once", "lost", "applied twice+", "units m
 
 
 def _table(rows: list[dict]) -> str:
-    """The terminal's faults table (taskrace.faults.cli.faults_table), headers spelled out."""
+    """The terminal's faults table (taskrace.faultlab.cli.faults_table), headers spelled out."""
     body = []
     for r in rows:
         c = r["counts"]

@@ -22,8 +22,8 @@ from redis.exceptions import RedisError
 
 from scenarios import ledger
 from taskrace import events as stream
-from taskrace.faults.checker import count_against_plan, promise_kept, summary
-from taskrace.faults.nemesis import FAULTS, Victim
+from taskrace.faultlab.checker import count_against_plan, promise_kept, summary
+from taskrace.faultlab.nemesis import FAULTS, Victim
 from workers.base import TierFailure
 from workers.delivery import ENV as DELIVERY_ENV, MODES, get_mode
 from workers.redact import redact_text
@@ -147,7 +147,7 @@ def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
     run_id = secrets.token_hex(3)
     env = {DELIVERY_ENV: mode.name, "TASKRACE_PREFETCH": "1"}
     if cluster_factory is None:
-        from taskrace.faults.local import LocalCluster
+        from taskrace.faultlab.local import LocalCluster
         cluster_factory = LocalCluster
     cluster = cluster_factory(run_id, spec.workers, spec.persistence, env)
     say = on_event or (lambda text: None)
