@@ -25,7 +25,7 @@ except ImportError:  # tests/ imported as a package
 
 from taskrace.faultlab import report
 from taskrace.faultlab.checker import count_against_plan, summary
-from taskrace.faultlab.cli import document
+from taskrace.faultlab.document import document
 from workers.delivery import MODES
 
 SVG_NS = "{http://www.w3.org/2000/svg}"

@@ -11,11 +11,12 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from taskrace.faultlab.document import SCHEMA, document, notes, write_json  # noqa: F401 - SCHEMA re-exported
+from taskrace.faultlab.document import document, notes, write_json
 from taskrace.faultlab.nemesis import FAULTS
 from taskrace.faultlab.run import WORKLOADS, FaultSpec, run_fault
 from taskrace.options import UsageError, add_events_option, check_writable, names_in
 from taskrace.progress import ProgressBar
+from taskrace.stats import spread
 from workers.delivery import DEFAULT_MODES, MODES
 from workers.redis_server import PERSISTENCE
 
@@ -255,11 +256,10 @@ LEGEND = ("lost: planned, never applied. twice: applied two or more times.",
 
 
 def _spread(values: list[float]) -> str:
-    if not values:
+    s = spread(values)  # the one median and min-max of the project
+    if s is None:
         return "never"
-    values = sorted(values)
-    median = values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
-    return f"{median:.1f} ({values[0]:.1f}-{values[-1]:.1f})" if len(values) > 1 else f"{median:.1f}"
+    return f"{s['median']:.1f} ({s['min']:.1f}-{s['max']:.1f})" if s["n"] > 1 else f"{s['median']:.1f}"
 
 
 def recovery_table(records: list[dict]) -> Table:
