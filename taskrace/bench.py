@@ -25,7 +25,10 @@ Four sections, from one run; the first three a median of ``--repeat`` runs with 
    stdlib script, on each local tier, at 2 and 4 power-cpu tasks: the difference between
    the two is the work of 2 tasks, with interpreter start-up, imports and pool start-up
    cancelled out (goal: at most 5 % more); what the harness adds once per run and the
-   whole commands (an empty interpreter taken out) are printed beside. Without valgrind
+   whole commands (an empty interpreter taken out) are printed beside. Celery's task
+   events (``workers.celery_events``): the plain no-op group counted again with them off
+   (someone listens, not to tasks) and on (a task listener, a receiver consuming, the
+   workers turned on by ``enable_events``); goal: off adds no command. Without valgrind
    the instructions are skipped with a note; they take ~1-2 minutes (valgrind runs
    Python ~50x slower, hence the small workload, the same with ``--quick``).
 
@@ -277,8 +280,10 @@ def harness_celery(tier, fn, args_list, chunk: int) -> float:
     return seconds
 
 
-def plain_celery(app, queue: str, fn, args_list, chunk: int) -> float:
-    """What someone would write by hand: the same task, serializer, queue and polling."""
+def plain_celery(app, queue: str, fn, args_list, chunk: int, tracker=None) -> float:
+    """What someone would write by hand: the same task, serializer, queue and polling.
+    ``tracker``: a started ``CeleryTaskEvents``, which follows the batch's Celery events
+    (until every finish is on the stream)."""
     from celery import group
 
     t = time.perf_counter()
@@ -287,7 +292,13 @@ def plain_celery(app, queue: str, fn, args_list, chunk: int) -> float:
         result = app.tasks["taskrace.call"].chunks(items, chunk).group().apply_async(queue=queue)
     else:
         result = group(app.signature("taskrace.call", args=item, queue=queue) for item in items).apply_async()
+    if tracker is not None:
+        from workers.celery_events import group_ids
+
+        tracker.track(group_ids(result, per_message=chunk, total=len(items)))
     values = result.join_native(timeout=CELERY_TIMEOUT_S, interval=0.002)
+    if tracker is not None:
+        _check_ok(not tracker.drain(), f"celery events of {fn.__name__} (a finish never came)")
     seconds = time.perf_counter() - t
     flat = [d for v in values for d in (v if chunk > 1 else [v])]
     _check_ok(len(flat) == len(args_list) and not any(d.get("error") for d in flat),
@@ -399,6 +410,8 @@ def bench_celery(plan: Plan, status) -> dict:
                         step()
                 status.update(f"bench {r + 1}/{plan.repeat}: raw Redis LPUSH/BRPOP x{plan.redis_round_trips}")
                 rtt.append(redis_round_trips(tier.url, f"{tier.prefix}:bench-rtt", plan.redis_round_trips))
+            event_runs = (bench_events(plan, tier, app, counter, workloads["noop"], status)
+                          if counter is not None else None)
         finally:
             app.close()
             if counter is not None:
@@ -438,7 +451,83 @@ def bench_celery(plan: Plan, status) -> dict:
         "chunk_gain_goal_min": GOALS["chunk_gain_min"],
     }
     out["ratios"]["chunk_gain_met"] = out["ratios"]["chunk_gain"] >= GOALS["chunk_gain_min"]
+    out["events"] = (events_summary(event_runs, commands["noop"]["plain"], len(workloads["noop"][1]))
+                     if event_runs is not None else {"skipped": no_count})
     return out
+
+
+# Celery's task events, counted ----------------------------------------------------------------
+# The workers' timer (kombu restores unacknowledged messages every 10 s per worker) and an
+# idle worker's BRPOP timeout land in whichever window they fall: no figure of events.
+TIMER_COMMANDS = ("brpop", "evalsha", "exec", "multi", "sadd", "script", "time", "zadd", "zrangebyscore")
+
+
+def bench_events(plan: Plan, tier, app, counter, noop, status) -> dict[str, list[dict]]:
+    """The plain no-op group of section 3 again, counted with Celery's task events off
+    (someone listens, but not to tasks: a progress bar) and on (a task listener: the
+    receiver consumes, the sender sends task-sent, the tier's workers, started without
+    -E, are turned on by enable_events() as the lab's are: the same events -E sends)."""
+    from taskrace import events
+    from workers.celery_events import CeleryTaskEvents
+
+    fn, args_list, _ = noop
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    with events.subscribe(lambda event: None, tasks=False):
+        tracker = CeleryTaskEvents.if_wanted(app, "celery", queues=[tier.queue])
+        if tracker is not None:  # pragma: no cover - the gate is the point of "off"
+            tracker.stop()
+            raise TierFailure("bench: Celery events started with nobody listening to tasks")
+        for r in range(plan.repeat):
+            status.update(f"bench {r + 1}/{plan.repeat}: celery noop, task events off")
+            _counted(counter, runs["off"], lambda: plain_celery(app, tier.queue, fn, args_list, 1))
+    with events.subscribe(lambda event: None, tasks=True):
+        status.update("bench: celery task events on (receiver, enable_events)")
+        tracker = CeleryTaskEvents.if_wanted(app, "celery", queues=[tier.queue])
+        try:
+            # The tier's own nodes only (a broker given by URL may serve other workers too).
+            nodes = [node for reply in app.control.ping(timeout=1.0) for node in reply
+                     if node.startswith(f"taskrace-{tier.run_id}-")]
+            if not nodes:
+                raise TierFailure("bench: the celery tier's workers do not answer a ping")
+            tracker.enable_remote(nodes)  # a finish whose event never comes fails the run below
+            plain_celery(app, tier.queue, fn, args_list[:20], 1, tracker)  # the receiver's warm-up
+            for r in range(plan.repeat):
+                status.update(f"bench {r + 1}/{plan.repeat}: celery noop, task events on")
+                _counted(counter, runs["on"], lambda: plain_celery(app, tier.queue, fn, args_list, 1, tracker))
+        finally:
+            tracker.stop()
+    return runs
+
+
+def events_summary(runs: dict[str, list[dict]], none: list[dict], calls: int) -> dict:
+    """Commands per no-op task with no events (section 3's plain runs), events off and on.
+    Off adds nothing when every command outside the workers' timer counts the same as
+    with none; on adds what it adds (PUBLISH of Celery's events, the depth samples)."""
+    def total(rs):
+        out: dict[str, int] = {}
+        for run in rs:
+            for cmd, n in run.items():
+                out[cmd] = out.get(cmd, 0) + n
+        return dict(sorted(out.items()))
+
+    sides = {"none": none, **runs}
+    totals = {side: total(rs) for side, rs in sides.items()}
+    per_task = {side: round(sum(t.values()) / (len(sides[side]) * calls), 4) for side, t in totals.items()}
+    per_run = {side: {cmd: n / len(sides[side]) for cmd, n in t.items() if cmd not in TIMER_COMMANDS}
+               for side, t in totals.items()}
+    entry = {"workload": "noop", "calls_per_run": calls, "runs": {side: len(rs) for side, rs in sides.items()},
+             "per_task": per_task,
+             "off_added_per_task": round(per_task["off"] - per_task["none"], 4),
+             "on_added_per_task": round(per_task["on"] - per_task["off"], 4),
+             "publish_per_task": {side: round(t.get("publish", 0) / (len(sides[side]) * calls), 4)
+                                  for side, t in totals.items()},
+             "commands": totals,
+             # per command, off - none and on - off, per run, the timer's commands left out
+             "off_differ": {k: round(v, 2) for k, v in counting.commands_differ(per_run["off"], per_run["none"]).items()},
+             "on_differ": {k: round(v, 2) for k, v in counting.commands_differ(per_run["on"], per_run["off"]).items()},
+             "timer_commands": list(TIMER_COMMANDS)}
+    entry["off_adds_nothing"] = not entry["off_differ"]
+    return entry
 
 
 # instructions --------------------------------------------------------------------------------
@@ -619,6 +708,30 @@ def _added(n: float) -> str:
     return f"{n / 1e6:+,.1f} M"
 
 
+def print_events(ev: dict | None, console: Console) -> None:
+    """Section 4's lines on Celery's task events: commands per no-op task, none/off/on."""
+    if not ev:
+        return
+    if "skipped" in ev:
+        console.print(f"[yellow]   Celery task events: not counted ({ev['skipped']})[/]")
+        return
+    pt, pub = ev["per_task"], ev["publish_per_task"]
+    console.print("   Celery task events, per no-op task: 3's plain group again on the same workers, events "
+                  "off (someone listens, not to tasks) and on (a task listener: task-sent, the workers' "
+                  "events, a receiver consuming, the queue's depth sampled)")
+    specs = [tables.Spec("task events"), tables.Spec("commands", "right"), tables.Spec("added", "right"),
+             tables.Spec("PUBLISH", "right"), tables.Spec("goal", "right"), tables.Spec("")]
+    rows = [["none (3's plain runs)", f"{pt['none']:.2f}", "", f"{pub['none']:.2f}", "", ""],
+            ["off, by default", f"{pt['off']:.2f}", f"{ev['off_added_per_task']:+.2f}", f"{pub['off']:.2f}",
+             "adds none", _verdict(ev["off_adds_nothing"])],
+            ["on", f"{pt['on']:.2f}", f"{ev['on_added_per_task']:+.2f}", f"{pub['on']:.2f}", "", ""]]
+    console.print(tables.fitted(None, specs, rows, width=console.width))
+    off = ", ".join(f"{cmd} {d:+g}" for cmd, d in ev["off_differ"].items()) or "none"
+    on = ", ".join(f"{cmd} {d:+g}" for cmd, d in ev["on_differ"].items()) or "none"
+    console.print(f"   commands that differ per run, the workers' timer's left out: off - none: {off}; "
+                  f"on - off: {on}", highlight=False)
+
+
 def print_counted(result: dict, console: Console) -> None:
     """Section 4: the same taxes as counts (commands, instructions), which barely move
     with the machine's load. Absent from documents written before it existed."""
@@ -659,6 +772,7 @@ def print_counted(result: dict, console: Console) -> None:
                 console.print("   (a few EVALSHA, SCRIPT, TIME, ZRANGEBYSCORE, SADD are the workers' timer: "
                               "kombu restores unacknowledged messages every 10 s, in whichever side's "
                               "window the tick falls)", highlight=False)
+            print_events(c.get("events"), console)
     if counted is None:
         return
     if "skipped" in counted:

@@ -81,7 +81,8 @@ def quick_result(tmp_path_factory):
 def test_quick_bench_prints_every_section(quick_result):
     proc, _ = quick_result
     for title in ("1. power-cpu", "2. harness tax", "3. celery", "raw Redis round trip",
-                  "chunked / unchunked rate", "4. overhead counted", "Redis commands per task"):
+                  "chunked / unchunked rate", "4. overhead counted", "Redis commands per task",
+                  "Celery task events, per no-op task"):
         assert title in proc.stdout, title
     assert "Traceback" not in proc.stdout + proc.stderr
 
@@ -179,6 +180,35 @@ def test_redis_commands_counted_beside_the_celery_timings(quick_result):
     w = c["workloads"]
     assert w["tiny_chunked"]["commands"]["harness_per_task"] < w["tiny"]["commands"]["harness_per_task"] / 2
     assert "commands that differ, harness - plain per run" in proc.stdout
+
+
+def test_celery_task_events_counted_off_adds_nothing_on_adds(quick_result):
+    """Commands per no-op task with Celery's task events: none (section 3's plain runs),
+    off (a listener, not to tasks) and on (a task listener). Counts, not timings: off
+    must equal none on every command but the workers' timer's, and on must add."""
+    _, r = quick_result
+    ev = r["celery"]["events"]
+    repeat = r["settings"]["repeat"]
+    n = r["celery"]["workloads"]["noop"]["tasks"]
+    assert ev["runs"] == {"none": repeat, "off": repeat, "on": repeat} and ev["calls_per_run"] == n
+    timer = set(ev["timer_commands"])
+    assert timer == set(bench_module.TIMER_COMMANDS)
+    steady = {side: {cmd: k for cmd, k in totals.items() if cmd not in timer}
+              for side, totals in ev["commands"].items()}
+    # Off == the no-events figure: the same count of every command, events' PUBLISH and
+    # the depth samples' LLEN/HLEN included (absent on both), the receiver's none.
+    assert steady["off"] == steady["none"], (steady["off"], steady["none"])
+    assert ev["off_adds_nothing"] is True and ev["off_differ"] == {}
+    assert steady["off"]["publish"] == repeat * n  # one per result, none for events
+    assert not {"llen", "hlen", "psubscribe"} & set(steady["off"])
+    # On adds: task-sent per task, the workers' events (batched: several per PUBLISH),
+    # a few depth samples.
+    assert steady["on"]["publish"] > 2 * steady["off"]["publish"], steady["on"]
+    assert ev["per_task"]["on"] > ev["per_task"]["off"] and ev["on_added_per_task"] > 1
+    assert ev["on_added_per_task"] == pytest.approx(ev["per_task"]["on"] - ev["per_task"]["off"], abs=2e-4)
+    assert ev["publish_per_task"]["off"] == ev["publish_per_task"]["none"] == 1.0
+    # The rest of the no-op's commands is the same with events on.
+    assert set(ev["on_differ"]) <= {"publish", "llen", "hlen"}, ev["on_differ"]
 
 
 def test_instructions_counted_for_the_local_tiers(quick_result):
@@ -336,7 +366,12 @@ def counted_result() -> dict:
              for name, chunk in (("noop", 1), ("tiny", 1), ("tiny_chunked", 100))}
     tier = {"harness_work": 12_345_678_901, "baseline_work": 12_000_000_000, "tax": 0.0288, "met": True,
             "goal_max": 0.05, "workers": 16, "once_added": 1_234_567_890, "whole_tax": 1.234}
-    return {"celery": {"workers": 16, "workloads": loads, "tier": {"broker": "redis://:***@redis.example:6379/0"}},
+    ev = {"per_task": {"none": 190.01, "off": 190.01, "on": 1234.56}, "off_added_per_task": 0.0,
+          "on_added_per_task": 1044.55, "publish_per_task": {"none": 1.0, "off": 1.0, "on": 104.88},
+          "off_adds_nothing": False, "off_differ": {"publish": 12.0},
+          "on_differ": {"hlen": 1234.0, "llen": 1234.0, "publish": 388.0}}
+    return {"celery": {"workers": 16, "workloads": loads, "tier": {"broker": "redis://:***@redis.example:6379/0"},
+                       "events": ev},
             "instructions": {"tasks": [2, 4], "params": {"size": 1000, "exponent": 1000},
                              "empty_interpreter": 145_000_000,
                              "tiers": {b: dict(tier) for b in ("sequential", "threads", "processes")}}}
@@ -345,14 +380,16 @@ def counted_result() -> dict:
 @pytest.mark.parametrize("width", [80, 100])
 def test_counted_tables_fit(width):
     tables, text = printed_tables(lambda console: bench_module.print_counted(counted_result(), console), width)
-    assert len(tables) == 2  # Redis commands, instructions
+    assert len(tables) == 3  # Redis commands, Celery's task events, instructions
     for table in tables:
         assert_table_fits(table, width)
     assert_fits(text, width)
     cells = {c.plain if hasattr(c, "plain") else c for t in tables for col in t.columns for c in col.cells}
-    for figure in ("190.01", "-0.24", "12,345.7 M", "+2.88 %", "+1,234.6 M (+123 % of a run)"):
+    for figure in ("190.01", "-0.24", "12,345.7 M", "+2.88 %", "+1,234.6 M (+123 % of a run)",
+                   "1234.56", "+1044.55", "104.88", "adds none"):
         assert figure in cells, figure
     assert "tiny_chunked: evalsha -12.33" in " ".join(text.split())
+    assert "off - none: publish +12; on - off: hlen +1234, llen +1234, publish +388" in " ".join(text.split())
     assert "other clients' commands in those windows count too" in " ".join(text.split())
 
 

@@ -105,16 +105,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def group_ids(result, per_message: int = 1, indices=None) -> dict[str, list[int]]:
-    """``{task_id: [index, ...]}`` for a group's ``result`` (``apply_async`` of a group):
-    message k carries the calls k*per_message ... (celery ``chunks``), or the indices given
-    (``indices[k]`` for message k: the actors sent to workers)."""
+def group_ids(result, spans=None, per_message: int = 1, total: int | None = None) -> dict[str, list[int]]:
+    """``{task_id: [index, ...]}`` for a group's ``result`` (``apply_async`` of a group).
+    ``spans[k]``: the indices message k carries (the tier's map() and run_actors() have
+    them); without, message k carries ``per_message`` calls from k * per_message (celery
+    ``chunks``), the last one up to ``total`` calls in all."""
     out = {}
     for k, r in enumerate(result.results):
-        if indices is not None:
-            out[r.id] = [indices[k]]
+        if spans is not None:
+            out[r.id] = list(spans[k])
         else:
-            out[r.id] = list(range(k * per_message, (k + 1) * per_message))
+            end = (k + 1) * per_message if total is None else min((k + 1) * per_message, total)
+            out[r.id] = list(range(k * per_message, end))
     return out
 
 
@@ -138,7 +140,7 @@ class CeleryTaskEvents:
         tracker = CeleryTaskEvents(app, "celery", queues=[queue]).start()
         tracker.enable_remote()                      # workers someone else started
         result = group(...).apply_async()
-        tracker.track(group_ids(result))             # or {task_id: index, ...}
+        tracker.track(group_ids(result, spans))      # or {task_id: index, ...}
         ... wait for the results ...
         tracker.drain(2.0)                           # every finish emitted, or 2 s
         tracker.stop()
@@ -169,6 +171,14 @@ class CeleryTaskEvents:
         self._remote_enabled: list[str] = []
         self.error: BaseException | None = None  # why the receiver stopped, if it did
         self.counts = defaultdict(int)  # Celery events seen, by type (tracked ids only)
+
+    @classmethod
+    def if_wanted(cls, app, backend: str, **options) -> "CeleryTaskEvents | None":
+        """Started, when someone listens to per-task events (``events.wants_tasks()``);
+        otherwise None and nothing done: events off add nothing."""
+        from taskrace import events
+
+        return cls(app, backend, **options).start() if events.wants_tasks() else None
 
     # lifecycle ---------------------------------------------------------------------
     def start(self, timeout: float = 10.0) -> "CeleryTaskEvents":
