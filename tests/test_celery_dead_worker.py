@@ -32,8 +32,8 @@ RUN_S = 120  # a run with a kill in it; the old tier waited 600 s here
 QUICK_S = 60
 NO_URL = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "TASKRACE_EXTERNAL_WORKERS")
 TASKS, SLEEP = 6, 2  # 6 s of work on -n 2: long enough to kill a task mid-run, short for CI
-RECEIVED = re.compile(r"Task taskrace\.call\[([0-9a-f-]+)\] received")
-ENDED = re.compile(r"Task taskrace\.call\[([0-9a-f-]+)\] (?:succeeded|failed|raised)")
+RECEIVED = re.compile(r"Task taskrace\.(?:call|actor)\[([0-9a-f-]+)\] received")
+ENDED = re.compile(r"Task taskrace\.(?:call|actor)\[([0-9a-f-]+)\] (?:succeeded|failed|raised)")
 
 
 @pytest.fixture(autouse=True)
@@ -193,6 +193,27 @@ def test_compare_goes_on_after_the_failed_point(tmp_path):
     celery_points = {e["point"] for e in stream if e["kind"] == "point.start" and e["backend"] == "celery"}
     oks = [e["ok"] for e in stream if e["kind"] == "sample.end" and e["point"] in celery_points]
     assert oks == [False, True], oks
+
+
+def test_actors_stuck_on_a_lost_peer_are_abandoned_not_waited_for(tmp_path):
+    """pipeline -n 1: a producer and a consumer, one on w1, one on a worker added for
+    actors. w1 killed: its actor is lost, and the other one waits on it (an empty or a
+    full channel) with the shared state unchanged: abandoned, its worker replaced. The
+    run ends on its own, both named lost, within the record's bound."""
+    out = tmp_path / "run.json"
+    with MarkedRun("run", "pipeline", "-b", "celery", "-n", "1", "--items", "40", "--work", "0.3",
+                   "--json", str(out), drop_env=NO_URL) as run:
+        _kill(run, "main")
+        code = run.communicate(RUN_S)
+        run.children()
+    _no_orphans(run)
+    assert code == 1, run.out + run.err
+    assert "Traceback" not in run.err, run.err[-3000:]
+    incident = _incident(json.loads(out.read_text())["runs"][0])
+    assert incident["kind"] == "actors" and incident["lost"] == [0, 1], incident
+    assert sorted(incident["lost_how"].values()) == ["abandoned", "parked"], incident
+    assert incident["stuck_for_s"] is not None and len(incident["replaced_by"]) == 2, incident
+    _bound_held(incident)
 
 
 def test_bad_delivery_input_is_one_line_exit_2():

@@ -22,6 +22,7 @@ uses its own queue and key prefix, so a shared Redis is safe to use.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import threading
 import time
@@ -65,8 +67,8 @@ class CeleryTier(Tier):
         TierOption("acks_late", "task_acks_late: acknowledge a task when it ends, not when it starts "
                    "(alone: --delivery acks-late-only)", switch=True),
         TierOption("delivery", "what the queue promises when a worker dies: the fault lab's modes, the same "
-                   "settings (workers.delivery); at-most-once is Celery's defaults", default="at-most-once",
-                   choices=tuple(MODES)),
+                   "settings (workers.delivery). Default at-most-once (Celery's defaults), acks-late-only "
+                   "with --acks-late", choices=tuple(MODES)),
         TierOption("chunk", "calls per message (celery chunks)", type=int, default=1, metavar="N"),
         TierOption("external", "use workers someone else runs (the compose lab's worker service)",
                    switch=True, spelling="--external-workers"),
@@ -273,7 +275,7 @@ class CeleryTier(Tier):
             result = group(self.app.signature("taskrace.call", args=item, queue=self.queue)
                            for item in items).apply_async()
         spans = [list(range(j, min(j + chunk, len(items)))) for j in range(0, len(items), chunk)]
-        arrivals = self._collect(result, spans)
+        arrivals = self._collect(result, spans, what=_path(fn))
         # a chunk that never came back (a dead worker) is one error dict for all its calls
         flat = [(d, seen) for (value, seen), span in zip(arrivals, spans)
                 for d in (value if chunk > 1 and isinstance(value, list) else [value] * len(span))]
@@ -326,7 +328,9 @@ class CeleryTier(Tier):
                                     name=f"taskrace-actor-{actors[i].name}") for i in here]
         for t in threads:
             t.start()
-        arrivals = dict(zip(remote, self._collect(result, [[i] for i in remote], actors=True))) if remote else {}
+        arrivals = dict(zip(remote, self._collect(result, [[i] for i in remote], actors=True,
+                                                  what=", ".join(sorted({a.name.split("-")[0] for a in actors}))))
+                        ) if remote else {}
         deadline = time.monotonic() + self.task_timeout
         for i, t in zip(here, threads):
             t.join(max(0.0, deadline - time.monotonic()))
@@ -346,7 +350,7 @@ class CeleryTier(Tier):
                  + [i for i in reversed(range(len(actors))) if actors[i].name not in HARNESS_FIRST])
         return sorted(order[:count])
 
-    def _collect(self, result, spans: list[list[int]], actors: bool = False) -> list[tuple]:
+    def _collect(self, result, spans: list[list[int]], actors: bool = False, what: str = "") -> list[tuple]:
         """Wait for every result, noting when each arrives; fail in one line, with the
         count of completed tasks, if the broker goes away or the run times out.
 
@@ -366,6 +370,7 @@ class CeleryTier(Tier):
         import redis
 
         watch = _Watch(self, result, spans, actors)
+        watch.what = what
         total = len(watch.ids)
         try:
             # interval: how often the result keys are polled; Celery's 0.5 s default would add
@@ -446,9 +451,18 @@ class CeleryTier(Tier):
         """Kill the workers running these nodes (actors stuck on a lost peer) and start
         others in their place, so the next run finds free slots."""
         doomed = [w for w in self._workers if self._node(w) in nodes and w.proc.poll() is None]
-        for w in doomed:
+        for w in doomed:  # stuck: a warm shutdown would wait for the task, so SIGKILL, tree first
             self._dead_pids.add(w.pid)
-        stop_workers(doomed, timeout=3)
+            for pid in sorted(w.tree_pids(), key=lambda pid: pid != w.pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for w in doomed:
+            try:
+                w.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         for w in doomed:
             new = self._replace(w)
             if new is not None:
@@ -482,7 +496,9 @@ class CeleryTier(Tier):
             return {}
         fates: dict[int, tuple[str, str]] = {}
         live, booting = self._live_nodes()
-        silent = bool(booting)
+        # A booting replacement takes tasks only from its "ready." on: if one took a task in
+        # the moment before, it answers by the next look, and nothing is lost on one look.
+        silent = False
         if live:
             try:
                 inspect = self.app.control.inspect(destination=live, timeout=INSPECT_TIMEOUT_S)
@@ -533,6 +549,20 @@ class CeleryTier(Tier):
             fates.setdefault(k, ("unknown", "") if silent else ("gone", ""))
         return fates
 
+    def _state_digest(self) -> str | None:
+        """A digest of this run's shared state (every key under the tier's prefix, DUMPed):
+        it changes while actors make progress. None if Redis cannot say."""
+        try:
+            r = client(self.url)
+            keys = sorted(r.scan_iter(match=f"{self.prefix}:*", count=500))
+            with r.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.dump(key)
+                values = pipe.execute()
+        except Exception:  # noqa: BLE001 - cannot tell: nothing is called stuck
+            return None
+        return hashlib.sha1(repr(list(zip(keys, values))).encode()).hexdigest()
+
     def _forget(self, result, watch: "_Watch") -> None:
         """Stop waiting for the results that cannot arrive (no subscription left behind)."""
         backend = self.app.backend
@@ -561,8 +591,8 @@ class CeleryTier(Tier):
             one = len(lost_tasks) == 1
             head = (f"{len(lost_tasks)} of {total} tasks lost ({'task' if one else 'tasks'} {names}) under "
                     f"--delivery {mode.name}" + (f"; --delivery {save} would have "
-                                                 f"{'sent' if watch.child_lost else 'redelivered'} "
-                                                 f"{'it' if one else 'them'} back" if save else ""))
+                                                 + (f"sent {'it' if one else 'them'} back" if watch.child_lost
+                                                    else f"redelivered {'it' if one else 'them'}") if save else ""))
             first = lost_tasks[0]
             for k in lost:
                 why = (f"its pool child was killed ({watch.child_lost[k]})" if k in watch.child_lost
@@ -580,10 +610,14 @@ class CeleryTier(Tier):
         redeliver = (mode.visibility_timeout_s + mode.restore_period_s
                      if redelivers_after_worker_death(mode) and watch.deaths else 0.0)
         boot = max((w.ready_after or 0.0 for w in self._workers), default=0.0) * 2 if not watch.survivors else 0.0
-        bound = SETTLE_SLACK_S + redeliver + boot + work * math.ceil(left / slots)
+        # actors: their progress after the death (the shared state still changing), then the
+        # grace in which it must not change, then their worker killed (0.5 s)
+        grace = (max(0.0, watch._changed_at - (watch.noticed_at or ended)) + 0.5
+                 + max(ACTOR_GRACE_S, (watch.noticed_at or ended) - watch.t0)) if watch.actors else 0.0
+        bound = SETTLE_SLACK_S + redeliver + boot + grace + work * math.ceil(left / slots)
         noticed = watch.noticed_at
         incident = {
-            "mode": mode.name, "kind": "actors" if watch.actors else "tasks", "tasks": total,
+            "mode": mode.name, "kind": "actors" if watch.actors else "tasks", "what": watch.what, "tasks": total,
             "died": watch.deaths, "replaced_by": watch.replaced,
             "lost": lost_tasks,
             # gone: acknowledged by the dead worker; parked: unacknowledged, restored only after the
@@ -591,6 +625,7 @@ class CeleryTier(Tier):
             "lost_how": {str(i): "pool child killed" if k in watch.child_lost else watch.lost[k][0]
                          for k in lost for i in watch.spans[k]},
             "redelivered": redelivered,
+            "stuck_for_s": watch.stuck_for,  # actors abandoned: how long nothing had changed
             "redelivered_note": "ran again from a message kombu gave back (visibility timeout or a killed pool "
                                 "child's reject): under at-least-once its first run was cut short or is a "
                                 "duplicate (ran twice)" if redelivered else None,
@@ -607,7 +642,10 @@ class CeleryTier(Tier):
                 bound_s=round(bound, 3), within_bound=ended - noticed <= bound,
                 bound=(f"after the death was noticed: {SETTLE_SLACK_S:.0f} s to notice and confirm + "
                        f"{redeliver:g} s redelivery (visibility_timeout + restore sweep, late acks only) + "
-                       f"{boot:.1f} s worker boot (no survivor) + the longest message's run {work:.3f} s x "
+                       f"{boot:.1f} s worker boot (no survivor) + "
+                       + (f"{grace:.1f} s for actors (progress after the death, then shared state "
+                          f"unchanged for the grace, worker killed) + "
+                          if watch.actors else "") + f"the longest message's run {work:.3f} s x "
                        f"ceil({left} unfinished / {slots} surviving slots)"))
         self.incidents.append(incident)
         booting = [w for w in self._workers if w.proc.poll() is None and w.ready_after is None]
@@ -659,7 +697,7 @@ CONFIRM_S = 0.5  # a task is called lost only when two looks this far apart agre
 INSPECT_TIMEOUT_S = 1.0  # inspect active/reserved, asked only after a death
 STALL_PING_S = 2.0  # external workers: pinged only after this long without a result
 PING_MISSES = 3  # ... and taken for dead after missing this many pings in a row
-ACTOR_GRACE_S = 5.0  # actors wait on each other: after one is lost, the others get this long
+ACTOR_GRACE_S = 5.0  # actors wait on each other: after a loss, stuck = shared state unchanged this long
 # Noticing (a look every 0.5 s, join_native's 1 s drain tick), confirming (two looks 0.5 s
 # apart, each with up to two 1 s inspect calls): what ending a wait may take beyond the work.
 SETTLE_SLACK_S = LOOK_EVERY_S + 1.0 + CONFIRM_S + 2 * INSPECT_TIMEOUT_S + 1.0
@@ -676,6 +714,7 @@ class _Watch:
 
     def __init__(self, tier: CeleryTier, result, spans: list[list[int]], actors: bool) -> None:
         self.tier, self.spans, self.actors = tier, spans, actors
+        self.what = ""  # the function or the actors' roles: which run of a compare this was
         self.ids = [r.id for r in result.results]
         self.index = {tid: k for k, tid in enumerate(self.ids)}
         self.values: dict[int, tuple] = {}
@@ -692,7 +731,10 @@ class _Watch:
         self.survivors = 0
         self._seen_fates: dict | None = None
         self._seen_at = 0.0
-        self._first_loss: float | None = None
+        self._digest: str | None = None  # actors: the shared state, to tell stuck from slow
+        self._changed_at = 0.0
+        self.stuck_for: float | None = None
+        self.abandoned: dict[int, tuple[str, str]] = {}
 
     def arrived(self, task_id, value) -> None:
         k = self.index.get(task_id)
@@ -743,19 +785,27 @@ class _Watch:
             self._seen_fates, self._seen_at = {k: f for k, (f, _) in fates.items()}, now
 
     def _abandon(self, fates: dict, now: float) -> dict:
-        """Actors wait on each other: once one is surely lost, the others (a consumer
-        waiting for the lost producer's items) may wait forever. They get ACTOR_GRACE_S,
-        then count as abandoned, and the workers running them are replaced."""
+        """Actors wait on each other: once one is surely lost, the others (consumers
+        waiting for a lost producer's items) may wait forever. Stuck means the run's
+        shared state (its keys in Redis: balances, channels, locks) has not changed for
+        max(ACTOR_GRACE_S, how long the run had gone before the death); then the
+        running ones count as abandoned and the workers running them are replaced."""
+        fates = {**fates, **{k: v for k, v in self.abandoned.items() if k in fates}}  # abandoned stays so
         if not any(f in LOST_FATES for f, _ in fates.values()):
-            self._first_loss = None
             return fates
-        self._first_loss = self._first_loss or now
-        if now - self._first_loss < ACTOR_GRACE_S:
+        digest = self.tier._state_digest()
+        if digest is None or digest != self._digest:
+            self._digest, self._changed_at = digest, now
             return fates
+        grace = max(ACTOR_GRACE_S, (self.noticed_at or now) - self.t0)
+        if now - self._changed_at < grace:
+            return fates
+        self.stuck_for = self.stuck_for or round(now - self._changed_at, 3)
         held = {where for f, where in fates.values() if f == "running"}
+        self.abandoned.update({k: ("abandoned", where) for k, (f, where) in fates.items() if f not in LOST_FATES})
         if held and not self.tier.external:
             self.tier._recycle(held, self)
-        return {k: (("abandoned", where) if f not in LOST_FATES else (f, where)) for k, (f, where) in fates.items()}
+        return {**fates, **self.abandoned}
 
 
 def _message_id(raw) -> str | None:
@@ -774,12 +824,14 @@ def _why(fate: tuple[str, str], nodes: str, mode) -> str:
                 + ("acknowledged when it started, so nothing brings it back)" if not mode.settings.get("task_acks_late")
                    else "its message is gone from the broker)"))
     if kind == "parked":
-        return (f"worker {nodes} died holding it prefetched and unacknowledged; kombu restores it only "
-                f"after visibility_timeout {mode.visibility_timeout_s:.0f} s, past this run's timeout")
+        return (f"worker {nodes} died holding it unacknowledged (prefetched, or running under late acks); "
+                f"kombu restores it only after visibility_timeout {mode.visibility_timeout_s:.0f} s, past this "
+                f"run's timeout")
     if kind == "stranded":
         return "queued with no live worker left to take it"
     if kind == "abandoned":
-        return f"still running on {where} {ACTOR_GRACE_S:.0f} s after a peer it waits on was lost; its worker was replaced"
+        return (f"still running on {where} with the shared state unchanged since a peer it may wait on was "
+                f"lost (stuck); its worker was replaced")
     return kind
 
 
