@@ -229,8 +229,20 @@ STDLIB_SUMMARY = {
 }
 
 
-def harness_code(backend: str, params: dict, workers: int, options: dict | None = None) -> str:
-    return HARNESS.format(params=params, backend=backend, workers=workers, options=options or {})
+# The harness with a subscriber to every event (task events included), as a notebook or
+# the live view attaches one: what listening costs.
+SUBSCRIBED = """\
+from taskrace import events
+heard = events.Recorder(tasks=True)
+"""
+
+
+def harness_code(backend: str, params: dict, workers: int, options: dict | None = None,
+                 subscribed: bool = False) -> str:
+    code = HARNESS.format(params=params, backend=backend, workers=workers, options=options or {})
+    if subscribed:
+        code = SUBSCRIBED + code + "assert sum(e.kind == 'task.finished' for e in heard.events) == record['tasks']\n"
+    return code
 
 
 def stdlib_code(backend: str, params: dict, workers: int, start_method: str = "fork") -> str:

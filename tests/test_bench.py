@@ -238,6 +238,10 @@ def test_instructions_counted_for_the_local_tiers(quick_result):
         # on the clock, moves them by ~1 % of the work at most).
         assert e["goal_max"] == 0.05 and e["met"] is True and e["tax"] <= 0.05, (backend, e["tax"])
         assert "from taskrace.runner import prepare, run_one" in e["harness_code"]
+        # A subscriber to every event (task events too) stays within the goal (what it adds
+        # is a few million instructions here, within the harness's own ~1 % jitter).
+        assert e["subscribed"] == h[str(large)] + e["subscribed_added"]
+        assert e["subscribed_met"] is True and e["subscribed_tax"] <= 0.05, (backend, e["subscribed_tax"])
         assert "taskrace" not in e["stdlib_code"]  # the plain side imports none of the harness
     assert "instructions (valgrind callgrind" in proc.stdout
 
@@ -365,7 +369,8 @@ def counted_result() -> dict:
     loads = {name: {"chunk": chunk, "tasks": 1000, "commands": commands}
              for name, chunk in (("noop", 1), ("tiny", 1), ("tiny_chunked", 100))}
     tier = {"harness_work": 12_345_678_901, "baseline_work": 12_000_000_000, "tax": 0.0288, "met": True,
-            "goal_max": 0.05, "workers": 16, "once_added": 1_234_567_890, "whole_tax": 1.234}
+            "goal_max": 0.05, "workers": 16, "once_added": 1_234_567_890, "whole_tax": 1.234,
+            "subscribed_tax": 0.0456, "subscribed_met": True}
     ev = {"per_task": {"none": 190.01, "off": 190.01, "on": 1234.56}, "off_added_per_task": 0.0,
           "on_added_per_task": 1044.55, "publish_per_task": {"none": 1.0, "off": 1.0, "on": 104.88},
           "off_adds_nothing": False, "off_differ": {"publish": 12.0},
@@ -389,6 +394,7 @@ def test_counted_tables_fit(width):
                    "1234.56", "+1044.55", "104.88", "adds none"):
         assert figure in cells, figure
     assert "tiny_chunked: evalsha -12.33" in " ".join(text.split())
+    assert "sequential +4.56 %, threads +4.56 %, processes +4.56 %" in " ".join(text.split())
     assert "off - none: publish +12; on - off: hlen +1234, llen +1234, publish +388" in " ".join(text.split())
     assert "other clients' commands in those windows count too" in " ".join(text.split())
 
