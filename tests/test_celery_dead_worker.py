@@ -22,16 +22,16 @@ import psutil
 import pytest
 
 try:
-    from celery_fixtures import require_redis_binary
+    from celery_fixtures import celery_workers, embedded_redis, require_redis_binary  # noqa: F401 (fixtures)
     from celery_procs import MarkedRun, is_celery_worker, wait_for, wait_gone
 except ImportError:  # tests/ imported as a package
-    from tests.celery_fixtures import require_redis_binary
+    from tests.celery_fixtures import celery_workers, embedded_redis, require_redis_binary  # noqa: F401
     from tests.celery_procs import MarkedRun, is_celery_worker, wait_for, wait_gone
 
 RUN_S = 120  # a run with a kill in it; the old tier waited 600 s here
 QUICK_S = 60
 NO_URL = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "TASKRACE_EXTERNAL_WORKERS")
-TASKS, SLEEP = 6, 2  # 6 s of work on -n 2: long enough to kill a task mid-run, short for CI
+TASKS, SLEEP = 4, 2  # 4 s of work on -n 2: long enough to kill a task mid-run, short for CI
 RECEIVED = re.compile(r"Task taskrace\.(?:call|actor)\[([0-9a-f-]+)\] received")
 ENDED = re.compile(r"Task taskrace\.(?:call|actor)\[([0-9a-f-]+)\] (?:succeeded|failed|raised)")
 
@@ -213,6 +213,26 @@ def test_actors_stuck_on_a_lost_peer_are_abandoned_not_waited_for(tmp_path):
     assert incident["kind"] == "actors" and incident["lost"] == [0, 1], incident
     assert sorted(incident["lost_how"].values()) == ["abandoned", "parked"], incident
     assert incident["stuck_for_s"] is not None and len(incident["replaced_by"]) == 2, incident
+    _bound_held(incident)
+
+
+def test_an_external_worker_that_stops_answering_pings_is_taken_for_dead(embedded_redis, celery_workers, tmp_path):
+    """Workers someone else runs (here: this test, on the shared queue): no process
+    handle, so the tier pings them once results stall. w1 killed mid-task: the survivor
+    finishes the rest, then w1 misses its pings, and its task is named lost."""
+    w1, _ = celery_workers(2, queues="taskrace")
+    with MarkedRun("run", "power-io", "-b", "celery", "-n", "2", "--tasks", "4", "--sleep", "1",
+                   "--external-workers", "--redis-url", embedded_redis.url, "--json", str(tmp_path / "r.json"),
+                   drop_env=NO_URL) as run:
+        _wait_for_a_long_task(str(w1.log_path), run)
+        os.kill(w1.pid, signal.SIGKILL)
+        code = run.communicate(RUN_S)
+    assert code == 1, run.out + run.err
+    assert "Traceback" not in run.err, run.err[-3000:]
+    incident = _incident(json.loads((tmp_path / "r.json").read_text())["runs"][0])
+    assert [d["node"].split("@")[0] for d in incident["died"]] == ["w1"], incident
+    assert "pings" in incident["died"][0]["how"] and incident["replaced_by"] == [], incident
+    assert incident["lost"] and incident["would_have_saved"] == "at-least-once", incident
     _bound_held(incident)
 
 
