@@ -211,16 +211,21 @@ class CeleryTier(Tier):
         if self.external:
             self._await_external(self.workers + self.extra_workers + count)
             return
-        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
-               DELIVERY_ENV: self.delivery.name}
-        batch = [start_worker(self.worker_url, f"taskrace-{self.run_id}-{tag}{len(self._workers) + self._replaced + k + 1}",
-                              self._logdir, env=env, queues=queues, concurrency=self.concurrency,
+        first = len(self._workers) + self._replaced + 1  # replacements took numbers too
+        batch = [start_worker(self.worker_url, f"taskrace-{self.run_id}-{tag}{first + k}", self._logdir,
+                              env=self._worker_env(), queues=queues, concurrency=self.concurrency,
                               pool=self.pool) for k in range(count)]
         self._workers += batch
         try:
             wait_ready(batch)
         except (RuntimeError, TimeoutError) as exc:
             raise TierFailure(str(exc)) from None
+
+    def _worker_env(self) -> dict:
+        """What a worker of this tier is told: prefetch, late acks, and the delivery mode
+        (whose settings make_app applies there as it does here)."""
+        return {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
+                DELIVERY_ENV: self.delivery.name}
 
     def stop(self, abort: bool = False) -> None:
         stop_workers(self._workers + self._retired, timeout=3 if abort else 10)
@@ -434,10 +439,8 @@ class CeleryTier(Tier):
         tag, queues = ("x", self.actor_queue) if actor_only else ("w", f"{self.queue},{self.actor_queue}")
         self._replaced += 1
         name = f"taskrace-{self.run_id}-{tag}{len(self._workers) + self._replaced}"
-        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
-               DELIVERY_ENV: self.delivery.name}
         try:
-            new = start_worker(self.worker_url, name, self._logdir, env=env, queues=queues,
+            new = start_worker(self.worker_url, name, self._logdir, env=self._worker_env(), queues=queues,
                                concurrency=self.concurrency, pool=self.pool)
         except OSError:
             return None
@@ -820,8 +823,9 @@ def _message_id(raw) -> str | None:
 def _why(fate: tuple[str, str], nodes: str, mode) -> str:
     kind, where = fate
     if kind == "gone":
+        early = not mode.settings.get("task_acks_late")
         return (f"worker {nodes} died while it ran it ("
-                + ("acknowledged when it started, so nothing brings it back)" if not mode.settings.get("task_acks_late")
+                + ("acknowledged when it started, so nothing brings it back)" if early
                    else "its message is gone from the broker)"))
     if kind == "parked":
         return (f"worker {nodes} died holding it unacknowledged (prefetched, or running under late acks); "
