@@ -151,4 +151,42 @@ def test_importing_the_event_stream_does_not_import_the_library_face():
             "print(sorted(m for m in sys.modules if m.startswith('taskrace')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "['taskrace', 'taskrace.events']"
+    assert out.stdout.strip() == "['taskrace', 'taskrace.events', 'taskrace.version']"
+
+
+# celery: the task events come from the workers, through Celery's own events -----------------
+try:
+    from celery_fixtures import require_redis_binary
+except ImportError:  # tests/ imported as a package
+    from tests.celery_fixtures import require_redis_binary
+
+
+@pytest.mark.parametrize("scenario, params, options, planned", [
+    ("power-io", {"tasks": 4, "sleep": 0.05}, {}, 4),
+    ("power-io", {"tasks": 5, "sleep": 0.0}, {"chunk": 2}, 5),    # celery chunks: 2 calls a message
+    ("mapreduce", {"size": 4000, "chunksize": 1000}, {}, 4),     # one message per chunk
+    ("pipeline", {"items": 10, "capacity": 2}, {}, None),        # actors on celery workers
+])
+def test_celery_tasks_are_told_by_the_workers(scenario, params, options, planned):
+    """Every task's three events come from Celery's events of the tier's own workers,
+    named as the record's nodes; and Celery's events are on only because we listen."""
+    require_redis_binary()
+    with events.Recorder() as rec:
+        record = run(scenario, "celery", workers=2, tier_options=options, **params)
+    assert record["verdict"]["ok"], record["verdict"]
+    planned = planned if planned is not None else record["task_timing"]["count"]
+    check_tasks(rec.events, planned, record)
+    finished = [e for e in rec.events if e.kind == "task.finished"]
+    assert all(e["task_id"] for e in finished)  # Celery's own task ids: told by the workers
+    assert all(w.startswith("taskrace-") and "@" in w for w in {e["worker"] for e in finished})
+
+
+def test_celery_without_a_task_listener_sends_no_task_events(tmp_path):
+    """A progress bar listens without task events: the workers start without -E."""
+    require_redis_binary()
+    heard = []
+    with events.subscribe(heard.append, tasks=False):
+        record = run("power-io", "celery", workers=1, tasks=2, sleep=0.0)
+    assert record["verdict"]["ok"]
+    assert not [e for e in heard if e.kind.startswith("task.")]
+    assert [e.kind for e in heard][:1] == ["point.start"]

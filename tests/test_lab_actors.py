@@ -107,3 +107,19 @@ def test_cpu_memory_and_processes_are_the_workers_own(lab, monkeypatch):
     # The harness's own tree is kept, and it is not what the columns show.
     assert m["harness"]["source"] == HARNESS_SOURCE and m["harness"]["os_processes"] >= 1
     assert set(m["how"]) >= {"cpu_percent", "peak_rss_bytes", "os_processes"}
+
+
+def test_workers_the_harness_did_not_start_are_heard_too(lab, monkeypatch):
+    """As in the lab: the workers were started by someone else, without -E. A listener to
+    task events has the tier ask them (enable_events), and each task's queued, started and
+    finished come from those workers, named as the record's nodes (handing them back with
+    their events off is test_celery_events' to check)."""
+    from taskrace import events
+
+    from test_events import check_tasks
+
+    with events.Recorder() as rec:
+        record = lab_run(lab, monkeypatch, "power-io", tasks=4, sleep=0.05)
+    assert record["verdict"]["ok"], record["verdict"]
+    check_tasks(rec.events, 4, record)
+    assert {e["worker"].split("@")[0] for e in rec.events if e.kind == "task.finished"} <= lab["nodes"]

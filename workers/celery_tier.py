@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 
+from taskrace import events
 from workers.base import Outcome, Tier, TierFailure, TierOption
 from workers.celery_workers import CELERY_ENV_OVERRIDES, POOLS, start_worker, stop_workers, wait_ready
 from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, MODES,
@@ -132,6 +133,7 @@ class CeleryTier(Tier):
         self._dead_pids: set[int] = set()  # workers of this tier seen dead (and replaced)
         self._retired: list = []  # ... kept for stop() to reap
         self._replaced = 0
+        self._events = None  # workers.celery_events.CeleryTaskEvents while someone listens to tasks
         self._dead_nodes: set[str] = set()  # external workers taken for dead (no pings)
         self._logdir: str | None = None
         self._nodes_up: list[str] = []
@@ -177,6 +179,15 @@ class CeleryTier(Tier):
         from workers.celery_app import make_app  # celery imports only when this tier runs
 
         self.app = make_app(self.url, self.delivery.name)
+        # Task events for the event stream (taskrace.events) come from Celery's own
+        # events, only while someone listens to tasks: off, they cost no Redis command.
+        from workers.celery_events import CeleryTaskEvents
+
+        try:
+            self._events = CeleryTaskEvents.if_wanted(self.app, self.name, queues=[self.queue, self.actor_queue],
+                                                      url=self.url)
+        except RuntimeError as exc:
+            raise TierFailure(f"celery: task events: {exc}") from None
         if self.external:
             self._await_external(self.workers)
             self._main_nodes = sorted(self._nodes_up)[:self.workers]
@@ -185,6 +196,8 @@ class CeleryTier(Tier):
             if len(replies) < len(self._main_nodes):
                 raise TierFailure(f"celery: only {len(replies)} of {len(self._main_nodes)} external "
                                   f"workers took the run's queue")
+            if self._events is not None:  # workers someone else started: asked to send them
+                self._events.enable_remote(self._nodes_up)
             # A worker answers at once but polls the new queue only from its next BRPOP
             # (kombu's Redis transport blocks up to 1 s): wait that out, off the clock.
             time.sleep(1.5)
@@ -214,7 +227,7 @@ class CeleryTier(Tier):
         first = len(self._workers) + self._replaced + 1  # replacements took numbers too
         batch = [start_worker(self.worker_url, f"taskrace-{self.run_id}-{tag}{first + k}", self._logdir,
                               env=self._worker_env(), queues=queues, concurrency=self.concurrency,
-                              pool=self.pool) for k in range(count)]
+                              pool=self.pool, events=self._events is not None) for k in range(count)]
         self._workers += batch
         try:
             wait_ready(batch)
@@ -228,6 +241,9 @@ class CeleryTier(Tier):
                 DELIVERY_ENV: self.delivery.name}
 
     def stop(self, abort: bool = False) -> None:
+        if self._events is not None:  # first: disable_events must reach live workers
+            self._events.stop()
+            self._events = None
         stop_workers(self._workers + self._retired, timeout=3 if abort else 10)
         if self._proxy is not None:  # after the workers: their warm shutdown still talks to Redis
             self._proxy_stats = self._proxy.stats()
@@ -280,7 +296,13 @@ class CeleryTier(Tier):
             result = group(self.app.signature("taskrace.call", args=item, queue=self.queue)
                            for item in items).apply_async()
         spans = [list(range(j, min(j + chunk, len(items)))) for j in range(0, len(items), chunk)]
+        if self._events is not None:
+            from workers.celery_events import group_ids
+
+            self._events.track(group_ids(result, spans))
         arrivals = self._collect(result, spans, what=_path(fn))
+        if self._events is not None:
+            self._events.drain()  # bounded: Celery's events may trail the results a little
         # a chunk that never came back (a dead worker) is one error dict for all its calls
         flat = [(d, seen) for (value, seen), span in zip(arrivals, spans)
                 for d in (value if chunk > 1 and isinstance(value, list) else [value] * len(span))]
@@ -328,7 +350,14 @@ class CeleryTier(Tier):
         submitted = time.perf_counter()
         result = group(self.app.signature("taskrace.actor", args=(_path(actors[i].fn), list(actors[i].args)),
                                           queue=self.actor_queue) for i in remote).apply_async() if remote else None
+        if self._events is not None and remote:
+            from workers.celery_events import group_ids
+
+            self._events.track(group_ids(result, [[i] for i in remote]))
         local = {i: {} for i in here}
+        if self._events is not None:  # actors run here are no Celery tasks: told by hand
+            for i in here:
+                events.emit("task.queued", backend=self.name, index=i, queued=events.epoch(submitted))
         threads = [threading.Thread(target=_run_here, args=(actors[i], local[i]), daemon=True,
                                     name=f"taskrace-actor-{actors[i].name}") for i in here]
         for t in threads:
@@ -343,6 +372,14 @@ class CeleryTier(Tier):
                 raise TierFailure(f"celery: actor {actors[i].name!r} in the harness still running after "
                                   f"the {self.task_timeout:.0f} s timeout")
             arrivals[i] = (local[i], local[i]["seen"])
+            if self._events is not None:
+                d, node = local[i], local[i]["worker"].rsplit(":", 1)[0]
+                events.emit("task.started", backend=self.name, index=i, started=events.epoch(d["started"]),
+                            worker=node)
+                events.emit("task.finished", backend=self.name, index=i, started=events.epoch(d["started"]),
+                            finished=events.epoch(d["finished"]), worker=node, ok=d["error"] is None)
+        if self._events is not None and remote:
+            self._events.drain()
         return [self._outcome(i, arrivals[i][0], submitted, arrivals[i][1]) for i in range(len(actors))]
 
     @staticmethod
@@ -441,7 +478,7 @@ class CeleryTier(Tier):
         name = f"taskrace-{self.run_id}-{tag}{len(self._workers) + self._replaced}"
         try:
             new = start_worker(self.worker_url, name, self._logdir, env=self._worker_env(), queues=queues,
-                               concurrency=self.concurrency, pool=self.pool)
+                               concurrency=self.concurrency, pool=self.pool, events=self._events is not None)
         except OSError:
             return None
         # in the dead one's place: the first -n stay the run's main workers (the record's
