@@ -130,7 +130,7 @@ def run(scenario: str, backend: str = "sequential", workers: int | None = None, 
         on_event: Callable | None = None, events: str | None = None, trace: bool = False,
         progress: bool = False, **options) -> "Results":
     """One scenario on one backend, once (``taskrace run``): a Results of one record."""
-    from taskrace.matrix import execute_run, plan_run
+    from taskrace.measuring.matrix import execute_run, plan_run
 
     with _input_errors():
         args = parse("run", [scenario], backend=backend, workers=workers, **options)
@@ -148,7 +148,7 @@ def compare(scenario: str | list[str] | None = None, backend: str | list[str] | 
             events: str | None = None, trace: bool = False, progress: bool = True, **options) -> "Results":
     """The matrix (``taskrace compare``): every point warmed up and repeated, speedups
     against sequential, Amdahl fits, the CPUs' capacity before and after."""
-    from taskrace.matrix import execute_compare, plan_compare
+    from taskrace.measuring.matrix import execute_compare, plan_compare
 
     given = {"scenario": scenario, "backend": backend, "workers": workers}
     with _input_errors():
@@ -172,7 +172,7 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
         specs = plan_matrix(args)
         factory = None
         if args.lab:
-            from taskrace.cluster import ClusterError
+            from taskrace.lab.cluster import ClusterError
             from taskrace.faultlab.lab import LabCluster, locate
             try:
                 locate()
@@ -205,7 +205,7 @@ def network(*, on_event: Callable | None = None, events: str | None = None, trac
 def load(path: str):
     """A document written by ``--json`` (results, fault lab or network study), as the
     result object its command returns."""
-    from taskrace.schemas import load_document
+    from taskrace.reporting.schemas import load_document
 
     with _input_errors():
         kind, doc = load_document(path)
@@ -252,13 +252,13 @@ class _Document:
         return _text(self.render, width)
 
     def to_json(self, path: str) -> str:
-        from taskrace.documents import write_document
+        from taskrace.reporting.documents import write_document
 
         return write_document(path, self.document())
 
     def report(self, out_dir: str) -> str:
         """Charts and one HTML page in ``out_dir`` (as ``--report``); the page's path."""
-        from taskrace.schemas import write_report
+        from taskrace.reporting.schemas import write_report
 
         return write_report(self.kind, self.document(), out_dir)
 
@@ -298,7 +298,7 @@ class Results(_Document):
     def exit_code(self) -> int:
         """What the command would exit with: 1 when a checker failed (an unsafe strategy's
         violation is the lesson, not a failure), or a point disagrees with sequential."""
-        from taskrace.matrix import compare_exit_code
+        from taskrace.measuring.matrix import compare_exit_code
 
         return compare_exit_code(self.records, self.expect_safe)
 
@@ -307,14 +307,14 @@ class Results(_Document):
         return self.exit_code == 0
 
     def document(self) -> dict:
-        from taskrace.results import document
+        from taskrace.reporting.results import document
 
         return document(self.records, fits=self.fits, capacity=self.capacity)
 
     def render(self, console: Console, columns=None, wide: bool = False) -> None:
-        from taskrace import sweep
-        from taskrace.capacity import describe
-        from taskrace.report import print_runs
+        from taskrace.measuring import sweep
+        from taskrace.measuring.capacity import describe
+        from taskrace.reporting.report import print_runs
 
         print_runs(self.records, title=self.title, console=console, columns=columns, wide=wide)
         for line in sweep.notes(self.records):
@@ -328,8 +328,8 @@ class Results(_Document):
         columns), markdown, csv or json (the results document)."""
         import json
 
-        from taskrace.columns import select
-        from taskrace.report import FORMATS, csv_text, markdown
+        from taskrace.reporting.columns import select
+        from taskrace.reporting.report import FORMATS, csv_text, markdown
 
         if format not in FORMATS:
             raise InputError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -346,8 +346,8 @@ class Results(_Document):
         return _text(lambda console: self.render(console, cols, wide), width)
 
     def _repr_html_(self) -> str:
-        from taskrace import sweep
-        from taskrace.html_report import section_table
+        from taskrace.measuring import sweep
+        from taskrace.reporting.html_report import section_table
 
         notes = "".join(f"<p class=note>{html.escape(line)}</p>" for line in sweep.notes(self.records))
         return (section_table(self.document()).replace("<h2>All points</h2>", f"<h3>{html.escape(self.title)}</h3>")
@@ -355,8 +355,8 @@ class Results(_Document):
 
     def to_dataframe(self):
         """One row per point: the table's columns as values (seconds, ratios, MB)."""
-        from taskrace.columns import COLUMNS
-        from taskrace.report import rows_of
+        from taskrace.reporting.columns import COLUMNS
+        from taskrace.reporting.report import rows_of
 
         pandas = _pandas()
         rows = rows_of(self.records)

@@ -1,5 +1,5 @@
 """The command line: parse, call the library, print. Each command is one handler in
-``COMMANDS``; what a command does lives in the library (``taskrace.matrix``, the fault
+``COMMANDS``; what a command does lives in the library (``taskrace.measuring.matrix``, the fault
 lab, the network study, ...), which ``taskrace.run(...)`` and friends call too.
 
 Bad input of any kind ends in one line on stderr and exit code 2, before any worker
@@ -19,15 +19,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from scenarios import SCENARIOS, get_scenario
-from taskrace.columns import select as select_columns
+from taskrace.reporting.columns import select as select_columns
 from taskrace.errors import BAD_INPUT
 from taskrace.events import JsonLinesLog
-from taskrace.matrix import EXIT_FAILED, EXIT_OK, exit_code  # noqa: F401 - exit_code: tests read it here
+from taskrace.measuring.matrix import EXIT_FAILED, EXIT_OK, exit_code  # noqa: F401 - exit_code: tests read it here
 from taskrace.options import UsageError, check_writable, tier_options
 from taskrace.parser import build_parser
 from taskrace.progress import ProgressBar
-from taskrace.report import csv_text, markdown, print_details, print_runs
-from taskrace.results import document, write_json
+from taskrace.reporting.report import csv_text, markdown, print_details, print_runs
+from taskrace.reporting.results import document, write_json
 from workers import TIERS, MissingDependency, get_tier, load
 from workers.base import TierFailure
 from workers.redact import redact_text
@@ -39,11 +39,11 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "run": "taskrace.cli:cmd_run",
             "compare": "taskrace.cli:cmd_compare",
             "report": "taskrace.cli:cmd_report",
-            "bench": "taskrace.bench:main",
+            "bench": "taskrace.measuring.bench:main",
             "faults": "taskrace.faultlab.cli:cmd_faults",
             "network": "taskrace.netstudy.cli:cmd_network",
-            "cluster": "taskrace.cluster:cmd_cluster",
-            "worker": "taskrace.join:cmd_worker",
+            "cluster": "taskrace.lab.cluster:cmd_cluster",
+            "worker": "taskrace.lab.join:cmd_worker",
             "host": "workers.netns:cmd_host"}
 
 
@@ -86,7 +86,7 @@ def cmd_list(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
-    from taskrace.matrix import execute_run, plan_run
+    from taskrace.measuring.matrix import execute_run, plan_run
 
     plan = plan_run(args)
     check_writable(args.json, args.history)
@@ -150,7 +150,7 @@ def show(records: list[dict], args, columns, console: Console, err: Console, tit
 
 def print_plan(points: list, args, console: Console) -> None:
     """What compare would run, point by point, with the options each point sets."""
-    from taskrace import sweep
+    from taskrace.measuring import sweep
 
     console.print(f"taskrace compare: would run {len(points)} points, each {args.warmup} warm-up + "
                   f"{args.repeat} measured runs ({len(points) * (args.warmup + args.repeat)} runs)",
@@ -165,9 +165,9 @@ def print_plan(points: list, args, console: Console) -> None:
 
 
 def cmd_compare(args, console: Console) -> int:
-    from taskrace import sweep
-    from taskrace.capacity import describe as describe_capacity
-    from taskrace.matrix import compare_exit_code, execute_compare, plan_compare
+    from taskrace.measuring import sweep
+    from taskrace.measuring.capacity import describe as describe_capacity
+    from taskrace.measuring.matrix import compare_exit_code, execute_compare, plan_compare
 
     if args.files:
         return _diff(args, console)
@@ -190,7 +190,7 @@ def cmd_compare(args, console: Console) -> int:
         write_json(args.json, records, fits=fits, capacity=capacity)
         notes.print(f"results: {len(records)} points written to {args.json}")
     if args.report:
-        from taskrace.html_report import write_report
+        from taskrace.reporting.html_report import write_report
 
         written = write_report(document(records, fits=fits, capacity=capacity), args.report)
         notes.print(f"report: {written}")
@@ -206,8 +206,8 @@ def cmd_compare(args, console: Console) -> int:
 
 def _diff(args, console: Console) -> int:
     """compare a.json b.json: what changed from one results file to the other."""
-    from taskrace.diff import print_diff
-    from taskrace.results import load_json
+    from taskrace.reporting.diff import print_diff
+    from taskrace.reporting.results import load_json
 
     if len(args.files) != 2:
         raise UsageError("compare takes two results files to diff (a.json b.json), or none")
@@ -222,7 +222,7 @@ def _diff(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from taskrace.schemas import load_document, write_report
+    from taskrace.reporting.schemas import load_document, write_report
 
     kind, doc = load_document(args.results)
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from scenarios.base import BadInput
 from taskrace.events import BadEventLog
 from taskrace.options import UsageError
-from taskrace.results import BadResults
+from taskrace.reporting.results import BadResults
 from workers import MissingDependency, UnknownChoice
 from workers.redis_server import RedisUnavailable
 

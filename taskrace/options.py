@@ -285,6 +285,6 @@ def tier_options(args) -> dict:
     if scaler not in SCALERS:  # from $TASKRACE_SCALER: argparse checks only what is typed
         raise UsageError(f"--scale-workers / TASKRACE_SCALER: choose none or docker, got {scaler!r}")
     if scaler == "docker":
-        from taskrace.cluster import scale_workers
+        from taskrace.lab.cluster import scale_workers
         options["scaler"] = scale_workers
     return options

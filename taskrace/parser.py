@@ -12,20 +12,20 @@ import argparse
 
 from scenarios import SCENARIOS
 from taskrace.version import __version__
-from taskrace.columns import BY_KEY as COLUMN_KEYS
+from taskrace.reporting.columns import BY_KEY as COLUMN_KEYS
 from taskrace.options import (Parser, add_events_option, add_scenario_options, add_shared, add_tier_options,
                               whole_number)
-from taskrace.report import FORMATS
+from taskrace.reporting.report import FORMATS
 from workers import MissingDependency, load
 
 DESCRIPTION = ("taskrace list | run | compare | network | report | bench | faults | cluster | worker | host: "
                "race the same workloads across concurrency models")
 # Commands whose parsers live with their code, as "module:function(subparsers)".
-PARSERS_ELSEWHERE = {"cluster": "taskrace.cluster:add_cluster_parser",
+PARSERS_ELSEWHERE = {"cluster": "taskrace.lab.cluster:add_cluster_parser",
                      "faults": "taskrace.faultlab.cli:add_faults_parser",
                      "network": "taskrace.netstudy.cli:add_network_parser",
                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
-                     "worker": "taskrace.join:add_worker_parser",
+                     "worker": "taskrace.lab.join:add_worker_parser",
                      "host": "workers.netns:add_host_parser"}
 
 
@@ -81,7 +81,7 @@ def build_parser() -> Parser:
     compare.add_argument("--chunksize", default=None, metavar="LIST", help="= --sweep mapreduce.chunksize=LIST")
     compare.add_argument("--task-size", default=None, metavar="LIST", help="= --sweep power-cpu.size=LIST")
     compare.add_argument("--report", metavar="DIR", help="write plots and an HTML report here")
-    from taskrace.sweep import DEFAULT_SCALING, SCALINGS
+    from taskrace.measuring.sweep import DEFAULT_SCALING, SCALINGS
 
     compare.add_argument("--scaling", choices=SCALINGS, default=DEFAULT_SCALING,
                          help="strong (default): the same work at every n, a task count you did not set "

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # so the product packages import under bare `pytest` too
     sys.path.insert(0, str(REPO_ROOT))
 
-from taskrace.runner import prepare, run_one  # noqa: E402
+from taskrace.measuring.runner import prepare, run_one  # noqa: E402
 from workers import TIERS, MissingDependency, get_tier  # noqa: E402
 
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT, cli
 import taskrace
 from taskrace import events
-from taskrace.results import load_json
+from taskrace.reporting.results import load_json
 
 README = REPO_ROOT / "README.md"
 

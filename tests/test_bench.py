@@ -27,7 +27,7 @@ from conftest import REPO_ROOT, stderr_lines
 from celery_fixtures import IN_CI, require_redis_binary
 from test_tables import assert_fits, assert_table_fits, printed_tables
 
-from taskrace import bench as bench_module, counting
+from taskrace.measuring import bench as bench_module, counting
 
 # --quick: ~20 s of timed runs, then ~1-2 min of callgrind (13 whole commands under
 # valgrind); generous for a loaded CI box.
@@ -237,7 +237,7 @@ def test_instructions_counted_for_the_local_tiers(quick_result):
         # The goal, asserted: instruction counts repeat (the harness's sampler, which wakes
         # on the clock, moves them by ~1 % of the work at most).
         assert e["goal_max"] == 0.05 and e["met"] is True and e["tax"] <= 0.05, (backend, e["tax"])
-        assert "from taskrace.runner import prepare, run_one" in e["harness_code"]
+        assert "from taskrace.measuring.runner import prepare, run_one" in e["harness_code"]
         # A subscriber to every event (task events too) stays within the goal (what it adds
         # is a few million instructions here, within the harness's own ~1 % jitter).
         assert e["subscribed"] == h[str(large)] + e["subscribed_added"]

@@ -8,7 +8,7 @@ import statistics
 
 import psutil
 
-from taskrace.capacity import describe, figures, measure_capacity, span, usable_cpus
+from taskrace.measuring.capacity import describe, figures, measure_capacity, span, usable_cpus
 
 
 def test_measure_reports_every_round_and_the_ratio_of_medians():

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import statistics
 
-import taskrace.capacity as capacity
-from taskrace.capacity import bound, describe, figures, measure_capacity, noise_band, usable_cpus
+import taskrace.measuring.capacity as capacity
+from taskrace.measuring.capacity import bound, describe, figures, measure_capacity, noise_band, usable_cpus
 
 
 def test_a_ratio_above_the_cpus_is_bounded_and_kept_as_measured(monkeypatch):

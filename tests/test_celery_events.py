@@ -22,7 +22,8 @@ import pytest
 from celery_fixtures import embedded_redis, celery_workers, start_worker  # noqa: F401 (fixtures)
 from workers.celery_events import CeleryTaskEvents, group_ids
 from workers.celery_workers import stop_workers, wait_ready, worker_argv
-from taskrace import counting, events
+from taskrace.measuring import counting
+from taskrace import events
 
 NOOP = ("scenarios.power:calculate_raise_to", [[], 0])  # returns [] at once
 

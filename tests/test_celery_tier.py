@@ -29,7 +29,7 @@ except ImportError:  # tests/ imported as a package
 
 from scenarios import SCENARIOS
 from scenarios.mapreduce import sum_of_powers
-from taskrace.runner import prepare, run_one
+from taskrace.measuring.runner import prepare, run_one
 from workers.redis_server import EmbeddedRedis
 
 WORKERS = 2

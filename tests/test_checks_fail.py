@@ -7,7 +7,7 @@
   the test, not taken from the tier's own ``channel_bounded`` flag.
 
 Wrong answers are made by wrapping a scenario's real ``check`` or ``execute`` in this
-process and running the real harness (``taskrace.cli.main`` -> ``taskrace.sweep``) on real
+process and running the real harness (``taskrace.cli.main`` -> ``taskrace.measuring.sweep``) on real
 tiers: what a user writing a scenario with a weak checker, or a tier with a bug, would hit.
 """
 from __future__ import annotations

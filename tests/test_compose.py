@@ -36,7 +36,7 @@ except ImportError:  # tests/ imported as a package
                                       sh as _sh, unavailable as _unavailable)
 
 from scenarios import SCENARIOS  # noqa: E402
-from taskrace.cluster import LABEL_PROJECT, LABEL_SERVICE, node_name  # noqa: E402
+from taskrace.lab.cluster import LABEL_PROJECT, LABEL_SERVICE, node_name  # noqa: E402
 from workers import TIERS as TIER_REGISTRY  # noqa: E402
 
 # This session's image tag: another session building from another checkout (or the same

@@ -22,7 +22,7 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.celery_fixtures import require_redis_binary, start_worker
 
-from taskrace.runner import HARNESS_SOURCE, MIN_CPU_WINDOW_S, prepare, run_one
+from taskrace.measuring.runner import HARNESS_SOURCE, MIN_CPU_WINDOW_S, prepare, run_one
 from workers.celery_workers import stop_workers, wait_ready
 from workers.redis_server import EmbeddedRedis
 

@@ -30,7 +30,7 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_procs import descendants, is_celery_worker, is_redis_server, wait_gone
 
 from scenarios.base import BadInput
-from taskrace.runner import prepare, run_one
+from taskrace.measuring.runner import prepare, run_one
 from workers.celery_tier import CeleryTier
 from workers.latency_proxy import (Latency, LatencyProxy, parse_duration, parse_latency, redis_target,
                                    through)

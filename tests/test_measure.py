@@ -8,8 +8,8 @@ import time
 
 import psutil
 
-from taskrace.measure import TreeSampler
-from taskrace.runner import task_timing
+from taskrace.measuring.measure import TreeSampler
+from taskrace.measuring.runner import task_timing
 from workers.base import Outcome
 
 
@@ -100,7 +100,7 @@ def test_task_timing_skips_missing_timestamps():
 
 def test_node_metrics_count_cpu_where_tasks_ran():
     """power-cpu on 2 processes: each worker process reports the CPU its tasks burned."""
-    from taskrace.runner import prepare, run_one
+    from taskrace.measuring.runner import prepare, run_one
 
     scenario, tier = prepare("power-cpu", {"tasks": 8, "size": 1500, "exponent": 1500}, "processes", 2, {}, 0)
     rec = run_one(scenario, tier)
@@ -115,7 +115,7 @@ def test_node_metrics_count_cpu_where_tasks_ran():
 
 
 def test_cpu_percent_is_not_claimed_for_a_window_shorter_than_the_clock_ticks():
-    from taskrace.measure import TreeSampler
+    from taskrace.measuring.measure import TreeSampler
 
     with TreeSampler() as sampler:
         sum(range(1000))

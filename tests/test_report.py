@@ -22,10 +22,10 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.conftest import REPO_ROOT, cli, stderr_lines
 
-from taskrace import plots
-from taskrace.html_report import write_report
-from taskrace.stats import amdahl_fit, amdahl_speedup, karp_flatt, percentile, percentiles, spread
-from taskrace.sweep import derive
+from taskrace.reporting import plots
+from taskrace.reporting.html_report import write_report
+from taskrace.measuring.stats import amdahl_fit, amdahl_speedup, karp_flatt, percentile, percentiles, spread
+from taskrace.measuring.sweep import derive
 
 CHART_NAMES = ("speedup", "wall", "latency", "bank")
 COMPARE_TIMEOUT = 900
@@ -235,9 +235,9 @@ def test_plots_leave_no_global_matplotlib_state(real_run, tmp_path):
     """No pyplot, no changed rcParams: the report can run inside someone else's program."""
     # (reading rcParams["backend"] would itself import pyplot: compare the keys the charts style)
     code = ("import json, sys, matplotlib\n"
-            "from taskrace import plots\n"
+            "from taskrace.reporting import plots\n"
             "before = {k: matplotlib.rcParams[k] for k in plots.STYLE}\n"
-            "from taskrace.html_report import write_report\n"
+            "from taskrace.reporting.html_report import write_report\n"
             f"write_report(json.load(open({str(real_run['results'])!r})), {str(tmp_path)!r})\n"
             "print('pyplot' if 'matplotlib.pyplot' in sys.modules else 'no pyplot')\n"
             "after = {k: matplotlib.rcParams[k] for k in plots.STYLE}\n"

@@ -17,8 +17,8 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.conftest import cli, stderr_lines
 
-from taskrace import plots
-from taskrace.html_report import write_report
+from taskrace.reporting import plots
+from taskrace.reporting.html_report import write_report
 
 SLEEP = "0.05"  # seconds per power-io task: short, and still far above a thread's start-up
 BASE = ["compare", "--scenario", "power-io", "--set", f"power-io.sleep={SLEEP}", "--repeat", "1",

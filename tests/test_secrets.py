@@ -23,7 +23,7 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_fixtures import require_redis_binary
     from tests.celery_procs import MarkedRun
 
-from taskrace.measure import TreeSampler
+from taskrace.measuring.measure import TreeSampler
 from workers.redact import redact_argv, redact_cmdline, redact_text, scrub
 from workers.redis_server import EmbeddedRedis
 

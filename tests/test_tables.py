@@ -28,11 +28,15 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.conftest import CLI_TIMEOUT, REPO_ROOT, run, stderr_lines
 
-from taskrace import bench, cluster, diff
-from taskrace.columns import BY_KEY, COLUMNS, seconds, verdict_full
-from taskrace.report import csv_text, markdown, print_runs, rows_of, runs_table
-from taskrace.results import document
-from taskrace.sweep import derive
+from taskrace.measuring import bench
+
+from taskrace.lab import cluster
+
+from taskrace.reporting import diff
+from taskrace.reporting.columns import BY_KEY, COLUMNS, seconds, verdict_full
+from taskrace.reporting.report import csv_text, markdown, print_runs, rows_of, runs_table
+from taskrace.reporting.results import document
+from taskrace.measuring.sweep import derive
 
 WIDTHS = [80, 100]
 # The cheap real runs: a sleep-free power-io, the bank's unsafe strategy (a long verdict),
@@ -425,7 +429,7 @@ def test_bad_output_options_are_one_line_and_exit_2(argv):
 def test_a_note_says_where_the_lab_rows_resource_figures_come_from():
     """In the lab the celery rows' CPU %, RSS and procs are the worker nodes' own; the
     table must say so (and say nothing when every row is the harness's process tree)."""
-    from taskrace.report import source_notes
+    from taskrace.reporting.report import source_notes
 
     lab = [{"backend": "threads", "metrics": {"source": "harness process tree"}},
            {"backend": "celery", "metrics": {"source": "worker nodes (2)"}},

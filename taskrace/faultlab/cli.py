@@ -16,7 +16,7 @@ from taskrace.faultlab.nemesis import FAULTS
 from taskrace.faultlab.run import WORKLOADS, FaultSpec, run_fault
 from taskrace.options import UsageError, add_events_option, check_writable, names_in
 from taskrace.progress import ProgressBar
-from taskrace.stats import spread
+from taskrace.measuring.stats import spread
 from workers.delivery import DEFAULT_MODES, MODES
 from workers.redis_server import PERSISTENCE
 
@@ -112,7 +112,7 @@ def cmd_faults(args, console: Console) -> int:
     check_writable(args.json)
     factory = None
     if args.lab:  # the engine, the stack and its broker answer, or one line (exit 2)
-        from taskrace.cluster import ClusterError
+        from taskrace.lab.cluster import ClusterError
         from taskrace.faultlab.lab import LabCluster, locate
         try:
             locate()

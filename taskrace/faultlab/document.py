@@ -2,7 +2,7 @@
 terminal's notes under a table and the report's lines both read ``notes``)."""
 from __future__ import annotations
 
-from taskrace.documents import write_document
+from taskrace.reporting.documents import write_document
 
 SCHEMA = "taskrace.faults/1"
 
@@ -22,7 +22,7 @@ def notes(record: dict) -> list[str]:
 
 
 def document(records: list[dict], contrast: list[dict]) -> dict:
-    from taskrace.results import environment
+    from taskrace.reporting.results import environment
 
     return {"schema": SCHEMA, "environment": environment(), "runs": records, "contrast": contrast}
 

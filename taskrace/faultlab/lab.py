@@ -50,7 +50,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from taskrace.cluster import LABEL_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, ClusterError, engine
+from taskrace.lab.cluster import LABEL_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, ClusterError, engine
 
 LABEL_RUN = "io.taskrace.faults.run"
 LABEL_ROLE = "io.taskrace.faults.role"
@@ -124,7 +124,7 @@ def locate(persistences=("aof",)) -> dict:
         raise exc
     me = _own_container(client)
     if me is None:
-        from taskrace.cluster import project_name
+        from taskrace.lab.cluster import project_name
 
         project = project_name(client)
         up = _broker_container(client, project)

@@ -6,8 +6,8 @@ One figure per fault (and broker persistence, for faults that touch the broker),
 panel per delivery mode: operations applied and executions over time on the left axis,
 the money moved on the right one, the fault window shaded. Both axes are scaled to the
 plan, so "planned" is one height in every panel and a loss or a duplicate shows as a line
-ending below or above it. PNG + SVG through taskrace.plots (matplotlib, Agg, no pyplot);
-the page embeds the PNGs and loads nothing, like taskrace.html_report.
+ending below or above it. PNG + SVG through taskrace.reporting.plots (matplotlib, Agg, no pyplot);
+the page embeds the PNGs and loads nothing, like taskrace.reporting.html_report.
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from taskrace import plots
+from taskrace.reporting import plots
 from taskrace.faultlab.document import SCHEMA, notes
 from taskrace.faultlab.nemesis import FAULTS
-from taskrace.html_report import FILENAME, esc, figure, page, section_environment, write_page
-from taskrace.results import BadResults
+from taskrace.reporting.html_report import FILENAME, esc, figure, page, section_environment, write_page
+from taskrace.reporting.results import BadResults
 from workers.delivery import MODES
 
 APPLIED, EXECUTED, MONEY, FAULT, PLAN = "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#7f7f7f"

@@ -13,7 +13,7 @@ first message sent to the last result back) and reads the per-task cost as
 worker that waits for k round trips per task, one after another, pays ``a + k x RTT``;
 the fit (least squares on the relative error, every repeat a point) gives a and k, and
 k is "round trips per task" as the workers experience them. ``INFO commandstats``
-around each calibration batch says which commands the round trips are (taskrace.counting).
+around each calibration batch says which commands the round trips are (taskrace.measuring.counting).
 
 The proxy's own hop and the machine's timer slack add a little to the delay asked for
 (~2.2 ms for "1 ms" here): each set of workers measures what its proxy really adds (PING

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from taskrace.documents import write_document
+from taskrace.reporting.documents import write_document
 
 
 SCHEMA = "taskrace.network/1"  # what the files say: kept when the module moved

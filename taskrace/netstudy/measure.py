@@ -6,7 +6,9 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from taskrace import counting, events
+from taskrace.measuring import counting
+
+from taskrace import events
 from taskrace.netstudy.document import SCHEMA
 from taskrace.netstudy.model import analyse
 from taskrace.netstudy.plan import (CALIBRATION_MESSAGES, MAX_CALLS, MIN_MESSAGES_PER_WORKER, PINGS,
@@ -165,7 +167,7 @@ def measure_groups(plan: Plan, url: str, step) -> tuple[list[dict], list[dict], 
 
 def measure(plan: Plan, step) -> dict:
     """Everything, against one private Redis that every set of workers shares."""
-    from taskrace.results import environment
+    from taskrace.reporting.results import environment
     from workers.redact import scrub
     from workers.redis_server import EmbeddedRedis, RedisUnavailable, find_redis_server
 

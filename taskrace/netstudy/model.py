@@ -6,7 +6,7 @@ import math
 import statistics
 
 from taskrace.netstudy.plan import WORKER_TRIPS
-from taskrace.stats import spread
+from taskrace.measuring.stats import spread
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float] | None:

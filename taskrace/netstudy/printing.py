@@ -6,7 +6,7 @@ import statistics
 
 from rich.console import Console
 
-from taskrace import tables
+from taskrace.reporting import tables
 
 
 def ms(seconds: float | None) -> str:

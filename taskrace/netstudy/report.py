@@ -7,8 +7,8 @@
 2. ``scaling``: speedup against workers for local processes and for celery at each of
    its round-trip times, the same work at every n (strong scaling), with the ideal line.
 
-PNG + SVG through taskrace.plots (matplotlib, Agg, no pyplot); the page embeds the PNGs
-and loads nothing, like taskrace.html_report, whose styles and page writer it shares.
+PNG + SVG through taskrace.reporting.plots (matplotlib, Agg, no pyplot); the page embeds the PNGs
+and loads nothing, like taskrace.reporting.html_report, whose styles and page writer it shares.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import time
 import matplotlib
 from matplotlib.ticker import FuncFormatter
 
-from taskrace import plots
-from taskrace.html_report import esc, figure, page, section_environment, write_page
+from taskrace.reporting import plots
+from taskrace.reporting.html_report import esc, figure, page, section_environment, write_page
 from taskrace.netstudy.printing import commands_sentence, measured_sentence, ms, pays_sentences, rate, verdict
 
 COST_TITLE = "Cost per task vs round-trip time"

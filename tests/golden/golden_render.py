@@ -54,10 +54,11 @@ def _report(write_report, doc: dict) -> str:
 
 
 def render_all() -> dict[str, str]:
-    from taskrace import html_report, sweep
-    from taskrace.capacity import describe
-    from taskrace.report import csv_text, markdown, print_details, print_runs
-    from taskrace.results import document, load_json
+    from taskrace.reporting import html_report
+    from taskrace.measuring import sweep
+    from taskrace.measuring.capacity import describe
+    from taskrace.reporting.report import csv_text, markdown, print_details, print_runs
+    from taskrace.reporting.results import document, load_json
 
     out: dict[str, str] = {}
     doc = load_json(os.path.join(HERE, "compare.json"))

@@ -196,7 +196,7 @@ def python_instructions(code: str, **kw) -> Count:
 # --- the local tiers: the harness and the stdlib code it stands for ---------------------------
 
 HARNESS = """\
-from taskrace.runner import prepare, run_one
+from taskrace.measuring.runner import prepare, run_one
 scenario, tier = prepare("power-cpu", {params!r}, {backend!r}, {workers}, {options!r})
 record = run_one(scenario, tier)
 assert record["verdict"]["ok"], record["verdict"]

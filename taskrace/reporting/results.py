@@ -21,7 +21,7 @@ import sys
 import time
 from importlib import metadata
 
-from taskrace.documents import write_document
+from taskrace.reporting.documents import write_document
 from workers.redact import scrub
 
 SCHEMA = "taskrace.results/1"
@@ -60,7 +60,7 @@ def digest(answer) -> str:
 
 
 def document(records: list[dict], fits: list[dict] | None = None, capacity: dict | None = None) -> dict:
-    """The whole results file. ``capacity`` is taskrace.capacity's measure of the CPUs,
+    """The whole results file. ``capacity`` is taskrace.measuring.capacity's measure of the CPUs,
     taken before and after the runs: {"before": {...}, "after": {...}}."""
     env = environment()
     if capacity:

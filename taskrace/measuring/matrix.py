@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from scenarios import SCENARIOS, get_scenario
 from taskrace import events
-from taskrace.capacity import measure_capacity, usable_cpus
+from taskrace.measuring.capacity import measure_capacity, usable_cpus
 from taskrace.options import UsageError, flag_items, names_in, parse_sets, tier_options
-from taskrace.runner import prepare, run_one
+from taskrace.measuring.runner import prepare, run_one
 from workers import TIERS, available_tiers, get_tier
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -68,7 +68,7 @@ def execute_run(plan: RunPlan, history: list | None = None) -> dict:
 def plan_compare(args) -> list:
     """Every point of the matrix, validated before anything starts."""
     from scenarios.bank import STRATEGIES
-    from taskrace import sweep
+    from taskrace.measuring import sweep
 
     if args.repeat < 1 or args.warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
@@ -129,7 +129,7 @@ def execute_compare(points: list, args) -> tuple[list[dict], list[dict], dict]:
     """Run the matrix: (records, fits, capacity). The CPUs' capacity is measured before
     and after: the ceiling beside which every CPU-bound speedup is read (a shared VM may
     give far less than its CPU count)."""
-    from taskrace import sweep
+    from taskrace.measuring import sweep
 
     total = len(points) * (args.repeat + args.warmup)
     events.emit("run.start", command="compare", label="compare", total=total, points=len(points))

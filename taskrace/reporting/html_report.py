@@ -14,10 +14,10 @@ import json
 import os
 import time
 
-from taskrace import plots
-from taskrace.capacity import figures as capacity_figures
-from taskrace.columns import COLUMNS, Row, seconds
-from taskrace.report import panels, rows_of, series_key
+from taskrace.reporting import plots
+from taskrace.measuring.capacity import figures as capacity_figures
+from taskrace.reporting.columns import COLUMNS, Row, seconds
+from taskrace.reporting.report import panels, rows_of, series_key
 
 FILENAME = "index.html"
 
@@ -170,7 +170,7 @@ def _cell(column, row: Row) -> str:
 
 
 def section_table(doc: dict) -> str:
-    """The terminal table's columns, all of them (taskrace.columns); wall time also shows
+    """The terminal table's columns, all of them (taskrace.reporting.columns); wall time also shows
     the min-max of the repeats."""
     rows = rows_of(doc["runs"])
     body = "".join("<tr>" + "".join(f"<td class={CSS_ALIGN[c.justify]}>{_cell(c, row)}</td>" for c in COLUMNS)

@@ -25,9 +25,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from taskrace.capacity import figures as capacity_figures
-from taskrace.report import panels, series_key
-from taskrace.stats import amdahl_speedup
+from taskrace.measuring.capacity import figures as capacity_figures
+from taskrace.reporting.report import panels, series_key
+from taskrace.measuring.stats import amdahl_speedup
 from workers import TIERS
 
 DPI = 100
@@ -109,13 +109,13 @@ def fits_by_series(doc: dict) -> dict[tuple, float]:
 
 
 def fit_skips_by_series(doc: dict) -> dict[tuple, str]:
-    """(scenario, params, backend) -> why the series has no Amdahl fit (taskrace.sweep)."""
+    """(scenario, params, backend) -> why the series has no Amdahl fit (taskrace.measuring.sweep)."""
     return {(fit["scenario"], json.dumps(fit.get("params") or {}, sort_keys=True), fit["backend"]):
             fit["amdahl_skipped"] for fit in doc.get("fits") or [] if fit.get("amdahl_skipped")}
 
 
 def scaling_subtitle(runs: list[dict]) -> str:
-    """What a speedup panel's series held fixed or grew (taskrace.sweep's scaling)."""
+    """What a speedup panel's series held fixed or grew (taskrace.measuring.sweep's scaling)."""
     scaling = next((r.get("scaling") for r in runs if r.get("scaling")), None) or {}
     tasks = scaling.get("tasks")
     if scaling.get("mode") == "weak":
@@ -238,7 +238,7 @@ def plot_speedup(doc: dict) -> Figure | str:
                 mine = [r for r in runs if series_key(r) == key and r["backend"] == b]
                 factor = {r["workers"]: (r.get("scaling") or {}).get("factor", 1) for r in mine}
                 pts = sorted((r["workers"], speedup_range(r, base[key])) for r in mine)
-                # weak scaling: the scaled speedup, n x T_seq(base work) / T_n (taskrace.sweep)
+                # weak scaling: the scaled speedup, n x T_seq(base work) / T_n (taskrace.measuring.sweep)
                 pts = [(n, tuple(factor[n] * v for v in s)) for n, s in pts if s]
                 if not pts:
                     continue

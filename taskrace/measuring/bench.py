@@ -4,7 +4,7 @@ Four sections, from one run; the first three a median of ``--repeat`` runs with 
 
 1. **Speedup**: power-cpu on ``sequential`` vs ``processes -n 2`` through the harness
    (``prepare`` / ``run_one``, the record's ``wall_s``). Goal >= 1.9 on 2 cores. Beside
-   it, the CPU capacity (``taskrace.capacity``) measured before and after the bench: on a
+   it, the CPU capacity (``taskrace.measuring.capacity``) measured before and after the bench: on a
    shared VM the cores may deliver less than their count, and no pool can beat that.
 2. **Local harness tax**: each local tier against a hand-written stdlib script doing the
    same calls (``scenarios.power.calculate_raise_to`` on power-cpu's task args):
@@ -17,7 +17,7 @@ Four sections, from one run; the first three a median of ``--repeat`` runs with 
    script (its own ``make_app``, the tier's workers and queue, ``join_native`` polling at
    2 ms like the tier), and raw Redis LPUSH/BRPOP round trips with redis-py as the floor.
    Goals: tax <= 20 %, chunked >= 10x the unchunked rate.
-4. **Counted, not timed** (``taskrace.counting``): the taxes of 2 and 3 as figures that
+4. **Counted, not timed** (``taskrace.measuring.counting``): the taxes of 2 and 3 as figures that
    the machine's load barely moves. Redis commands per task of every celery run of
    section 3, harness and plain (``INFO commandstats`` before and after each run; goal:
    the harness adds at most 1 command per task). Instructions (``valgrind --tool=callgrind``,
@@ -55,10 +55,11 @@ from rich.text import Text
 from scenarios.base import BadInput
 from scenarios.mapreduce import sum_of_powers
 from scenarios.power import PowerCPU, calculate_raise_to
-from taskrace import counting, tables
-from taskrace.capacity import measure_capacity
-from taskrace.results import environment
-from taskrace.runner import prepare, run_one
+from taskrace.measuring import counting
+from taskrace.reporting import tables
+from taskrace.measuring.capacity import measure_capacity
+from taskrace.reporting.results import environment
+from taskrace.measuring.runner import prepare, run_one
 from workers import get_tier
 from workers.base import TierFailure
 from workers.redis_server import RedisUnavailable, check_redis, find_redis_server
@@ -531,7 +532,7 @@ def events_summary(runs: dict[str, list[dict]], none: list[dict], calls: int) ->
 
 
 # instructions --------------------------------------------------------------------------------
-# The local tiers' tax counted: whole commands under callgrind (taskrace.counting), each
+# The local tiers' tax counted: whole commands under callgrind (taskrace.measuring.counting), each
 # side at two sizes of the same work. The difference between the sizes is what the extra
 # tasks cost; interpreter start-up, imports and pool start-up are in both sizes' counts
 # and drop out of it. One small workload, whatever --quick says: counts need no repeats.
@@ -607,7 +608,7 @@ def bench_instructions(plan: Plan, status) -> dict:
 
 
 # output ----------------------------------------------------------------------------------------
-# Every table fits 80 columns (taskrace.tables): a measure per row, its median and the
+# Every table fits 80 columns (taskrace.reporting.tables): a measure per row, its median and the
 # min-max of the repeats in one cell that wraps before the range when the terminal is narrow.
 def _range(s: dict, scale: float = 1.0, spec: str = ".3f", unit: str = "") -> str:
     median = f"{scale * s['median']:{spec}}{unit}"

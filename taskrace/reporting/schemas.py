@@ -1,7 +1,7 @@
 """Reading a document back: one loader per schema, shared by ``taskrace report`` and the
 library's ``taskrace.load``, and the report each kind of document draws.
 
-    results  taskrace.results/1   run, compare (--json)      taskrace.html_report
+    results  taskrace.results/1   run, compare (--json)      taskrace.reporting.html_report
     faults   taskrace.faults/1    taskrace faults (--json)   the fault lab's report
     network  taskrace.network/1   taskrace network (--json)  the network study's report
 """
@@ -15,7 +15,7 @@ def load_document(path: str) -> tuple[str, dict]:
     "results"; BadResults (one line) for anything else."""
     from taskrace.faultlab.report import load_faults
     from taskrace.netstudy.document import load_network
-    from taskrace.results import load_json
+    from taskrace.reporting.results import load_json
 
     doc = load_faults(path)  # "schema": "taskrace.faults/1", else None
     if doc is not None:
@@ -33,5 +33,5 @@ def write_report(kind: str, doc: dict, out_dir: str) -> str:
     elif kind == "network":
         from taskrace.netstudy.report import write_report as write
     else:
-        from taskrace.html_report import write_report as write
+        from taskrace.reporting.html_report import write_report as write
     return write(doc, out_dir)

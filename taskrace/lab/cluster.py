@@ -313,8 +313,8 @@ def short_command(command: str) -> str:
 def print_status(rows: list[dict], project: str, console) -> None:
     """Two tables: the containers (CPU and memory as the engine accounts them), then the
     processes inside each one, as the seed listed its worker processes. Both fit the
-    console (taskrace.tables): a long name wraps onto a second line, never cut."""
-    from taskrace.tables import Spec, fitted
+    console (taskrace.reporting.tables): a long name wraps onto a second line, never cut."""
+    from taskrace.reporting.tables import Spec, fitted
 
     specs = [Spec("container"), Spec("status"), Spec("celery node"), Spec("procs", "right"),
              Spec("CPU %", "right"), Spec("memory", "right")]

@@ -1,5 +1,5 @@
 """Results as tables: for the terminal (rich), as markdown and as CSV, all from the one
-column definition in taskrace.columns. Reads result records; knows nothing of tiers."""
+column definition in taskrace.reporting.columns. Reads result records; knows nothing of tiers."""
 from __future__ import annotations
 
 import csv
@@ -11,15 +11,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from taskrace import tables
-from taskrace.columns import COLUMNS, Column, Row, verdict_short, verdict_status
+from taskrace.reporting import tables
+from taskrace.reporting.columns import COLUMNS, Column, Row, verdict_short, verdict_status
 
 FORMATS = ("table", "markdown", "csv", "json")
 
 
 def series_key(run: dict) -> tuple[str, str]:
     """What a point is compared with: same scenario, same parameters (strategy included);
-    under weak scaling, the base work's parameters (taskrace.sweep)."""
+    under weak scaling, the base work's parameters (taskrace.measuring.sweep)."""
     params = (run.get("scaling") or {}).get("base_params") or run.get("params") or {}
     return run["scenario"], json.dumps(params, sort_keys=True)
 
@@ -141,7 +141,7 @@ def source_notes(records: list[dict]) -> list[str]:
     """Where the resource figures come from, when not every row measured the same thing:
     in the lab, the celery rows' CPU %, peak RSS and procs are the worker nodes' own
     (measured where each task ran), the other rows' the harness's process tree."""
-    from taskrace.runner import HARNESS_SOURCE  # the label the runner gives the tree's figures
+    from taskrace.measuring.runner import HARNESS_SOURCE  # the label the runner gives the tree's figures
 
     sources = {}
     for r in records:

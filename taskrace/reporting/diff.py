@@ -11,10 +11,10 @@ import json
 from rich.console import Console
 from rich.text import Text
 
-from taskrace import tables
-from taskrace.capacity import figures as capacity_figures, span
-from taskrace.columns import seconds
-from taskrace.report import panels, series_key
+from taskrace.reporting import tables
+from taskrace.measuring.capacity import figures as capacity_figures, span
+from taskrace.reporting.columns import seconds
+from taskrace.reporting.report import panels, series_key
 
 
 def _key(run: dict) -> tuple:

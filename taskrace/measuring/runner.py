@@ -12,9 +12,9 @@ from collections import Counter
 from scenarios import get_scenario
 from scenarios.base import BadInput
 from taskrace import events
-from taskrace.measure import TreeSampler
-from taskrace.results import digest, environment
-from taskrace.stats import percentiles, spread
+from taskrace.measuring.measure import TreeSampler
+from taskrace.reporting.results import digest, environment
+from taskrace.measuring.stats import percentiles, spread
 from workers import get_tier
 
 
@@ -29,7 +29,7 @@ WORKERS_HOW = {"cpu_percent": "CPU time of the tasks' own threads, measured wher
                                  "started); an actor run in the harness adds none (metrics.harness has that)",
                "os_processes": "processes that ran tasks", "threads": "not measured outside the harness"}
 REPLACED = ("cpu_percent", "cpu_seconds", "peak_rss_bytes", "os_processes", "threads")
-MIN_CPU_WINDOW_S = 0.1  # as taskrace.measure: 10 ms CPU ticks over less would read as noise
+MIN_CPU_WINDOW_S = 0.1  # as taskrace.measuring.measure: 10 ms CPU ticks over less would read as noise
 
 
 def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_options: dict,
