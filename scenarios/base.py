@@ -97,7 +97,7 @@ class Scenario:
     name = ""
     summary = ""
     params: tuple[Param, ...] = ()
-    # Scaling sweeps (compare --scaling, taskrace.sweep): the option that says into how many
+    # Scaling sweeps (compare --scaling, taskrace.measuring.sweep): the option that says into how many
     # independent tasks the work is cut. Strong scaling raises it to the largest -n when the
     # user did not set it (the same work at every n, no worker left idle); weak scaling
     # multiplies it by n. None: the scenario runs as given (actors, whose number -n sets).
