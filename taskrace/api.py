@@ -98,7 +98,7 @@ class _input_errors:
 
     def __exit__(self, kind, exc, tb):
         from taskrace.errors import BAD_INPUT
-        from workers.redact import redact_text
+        from workers.infra.redact import redact_text
 
         if kind is not None and issubclass(kind, BAD_INPUT) and not issubclass(kind, InputError):
             raise InputError(redact_text(str(exc))) from None

@@ -30,7 +30,7 @@ from taskrace.reporting.report import csv_text, markdown, print_details, print_r
 from taskrace.reporting.results import document, write_json
 from workers import TIERS, MissingDependency, get_tier, load
 from workers.base import TierFailure
-from workers.redact import redact_text
+from workers.infra.redact import redact_text
 
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
 # Every command: name -> "module:handler(args, console) -> exit code". One table, one
@@ -44,7 +44,7 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "network": "taskrace.netstudy.cli:cmd_network",
             "cluster": "taskrace.lab.cluster:cmd_cluster",
             "worker": "taskrace.lab.join:cmd_worker",
-            "host": "workers.netns:cmd_host"}
+            "host": "workers.infra.netns:cmd_host"}
 
 
 def cmd_list(args, console: Console) -> int:

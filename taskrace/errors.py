@@ -8,6 +8,6 @@ from taskrace.events import BadEventLog
 from taskrace.options import UsageError
 from taskrace.reporting.results import BadResults
 from workers import MissingDependency, UnknownChoice
-from workers.redis_server import RedisUnavailable
+from workers.infra.redis_server import RedisUnavailable
 
 BAD_INPUT = (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults, BadEventLog)

@@ -197,7 +197,7 @@ class JsonLinesLog:
         self._sub = subscribe(self.write, tasks=tasks)
 
     def write(self, event: Event) -> None:
-        from workers.redact import scrub
+        from workers.infra.redact import scrub
 
         line = json.dumps(scrub(event.to_dict()), default=str, separators=(",", ":")) + "\n"
         with self._write_lock:

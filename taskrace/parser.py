@@ -26,7 +26,7 @@ PARSERS_ELSEWHERE = {"cluster": "taskrace.lab.cluster:add_cluster_parser",
                      "network": "taskrace.netstudy.cli:add_network_parser",
                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
                      "worker": "taskrace.lab.join:add_worker_parser",
-                     "host": "workers.netns:add_host_parser"}
+                     "host": "workers.infra.netns:add_host_parser"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ if str(REPO_ROOT) not in sys.path:  # so `workers` imports under bare `pytest` t
 from workers.celery_workers import (CeleryWorker, kill_trees, stop_workers, wait_ready,  # noqa: E402
                                     worker_argv, worker_env)
 from workers.celery_workers import start_worker as _start_worker  # noqa: E402
-from workers.redis_server import EmbeddedRedis, find_redis_server, find_tls_redis_server  # noqa: E402
+from workers.infra.redis_server import EmbeddedRedis, find_redis_server, find_tls_redis_server  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,4 +1,4 @@
-"""The worker ACL user (workers.acl) on Debian's redis-server 7.0: what it may not do,
+"""The worker ACL user (workers.infra.acl) on Debian's redis-server 7.0: what it may not do,
 that it may do what a real worker of this project does, and the rights check.
 
 Real server, real `celery worker` processes, real `taskrace run`s. Debian's TLS-built
@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from celery_fixtures import REPO_ROOT, require_tls_redis_binary, start_worker, stop_workers, wait_ready
-from workers.acl import WORKER_COMMANDS, check_worker_rights, worker_rules
-from workers.redis_server import EmbeddedRedis, _free_port
+from workers.infra.acl import WORKER_COMMANDS, check_worker_rights, worker_rules
+from workers.infra.redis_server import EmbeddedRedis, _free_port
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def as_worker(server) -> redis.Redis:
 def test_aclfile_cli_writes_three_users_with_hashed_passwords(tmp_path):
     out = tmp_path / "users.acl"
     env = dict(os.environ, REDIS_PASSWORD="lab-secret-1", WORKER_PASSWORD="worker-secret-2")
-    proc = subprocess.run([sys.executable, "-m", "workers.acl", str(out)], env=env, cwd=REPO_ROOT,
+    proc = subprocess.run([sys.executable, "-m", "workers.infra.acl", str(out)], env=env, cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     text = out.read_text()
@@ -79,7 +79,7 @@ def test_aclfile_cli_writes_three_users_with_hashed_passwords(tmp_path):
         srv.wait(10)
 
     env.pop("WORKER_PASSWORD")
-    bad = subprocess.run([sys.executable, "-m", "workers.acl", str(tmp_path / "x.acl")], env=env,
+    bad = subprocess.run([sys.executable, "-m", "workers.infra.acl", str(tmp_path / "x.acl")], env=env,
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and len(bad.stderr.splitlines()) == 1, bad.stderr
     assert "WORKER_PASSWORD" in bad.stderr and not (tmp_path / "x.acl").exists()

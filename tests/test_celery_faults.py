@@ -25,7 +25,7 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_procs import (MarkedRun, is_celery_worker, is_redis_server, tempdirs_of, wait_for,
                                     wait_gone)
 
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redis_server import EmbeddedRedis
 
 QUICK_S = 60  # any command that fails before starting work
 RUN_S = 120  # a whole run, or a run that must end after its broker went away

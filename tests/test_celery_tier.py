@@ -30,7 +30,7 @@ except ImportError:  # tests/ imported as a package
 from scenarios import SCENARIOS
 from scenarios.mapreduce import sum_of_powers
 from taskrace.measuring.runner import prepare, run_one
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redis_server import EmbeddedRedis
 
 WORKERS = 2
 NODE = re.compile(r"taskrace-[0-9a-f]{8}-[wx]\d+@.+")  # taskrace-<run id>-w1@host (x: extra actor workers)

@@ -477,7 +477,7 @@ def test_a_host_joins_the_lab_over_tls_as_the_worker_user(engine, images, tmp_pa
     `worker`; the lab's compare runs its share there, and the record's nodes name it. The
     same worker with a wrong password, no TLS or the default user is refused in one line.
     Redis logged no ACL denial: the worker user's rights were enough for a real race."""
-    from workers.netns import GATEWAY, Host, HostError, require_tools
+    from workers.infra.netns import GATEWAY, Host, HostError, require_tools
 
     tools = _compose_tools()
     if "v2" not in tools:

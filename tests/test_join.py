@@ -1,7 +1,7 @@
 """Joining a running lab from another host: `taskrace worker` in a network namespace, over
 TLS, as the Redis ACL user `worker` (issue 11, points 1 and 2).
 
-Everything is real: a netns host on bridge trlab0 (workers.netns), Debian's redis-server
+Everything is real: a netns host on bridge trlab0 (workers.infra.netns), Debian's redis-server
 with TLS and join mode's users (EmbeddedRedis(acl=True, tls=True)), `taskrace worker`
 started with `ip netns exec` as a user would, `celery worker`, `taskrace run`. Needs root,
 iproute2 and Debian's TLS-built redis-server: skipped locally without them, a failure
@@ -24,10 +24,10 @@ import pytest
 import redis
 
 from celery_fixtures import IN_CI, REPO_ROOT, kill_tree, require_tls_redis_binary
-from workers.acl import worker_rules
-from workers.netns import BRIDGE, GATEWAY, Host, HostError, list_hosts, require_tools
-from workers.redis_server import EmbeddedRedis
-from workers.tls import make_ca, sans
+from workers.infra.acl import worker_rules
+from workers.infra.netns import BRIDGE, GATEWAY, Host, HostError, list_hosts, require_tools
+from workers.infra.redis_server import EmbeddedRedis
+from workers.infra.tls import make_ca, sans
 
 # `taskrace` as a user types it: this interpreter's console script (pip install -e .)
 _SCRIPT = Path(sys.executable).with_name("taskrace")
@@ -249,7 +249,7 @@ def test_tls_cli_writes_ca_and_server_certificate_with_the_sans(tmp_path):
     from cryptography import x509
 
     out = tmp_path / "tls"
-    argv = [sys.executable, "-m", "workers.tls", str(out), "--hosts", "redis,localhost,127.0.0.1,10.77.0.1"]
+    argv = [sys.executable, "-m", "workers.infra.tls", str(out), "--hosts", "redis,localhost,127.0.0.1,10.77.0.1"]
     first = run(argv)
     assert first.returncode == 0, first.stderr
     assert sorted(p.name for p in out.iterdir()) == ["ca.crt", "ca.key", "redis.crt", "redis.key"]
@@ -276,7 +276,7 @@ def test_tls_cli_writes_ca_and_server_certificate_with_the_sans(tmp_path):
     (tmp_path / "afile").write_text("")
     for bad in ([str(out), "--hosts", " , "], [str(tmp_path / "afile"), "--hosts", "redis"],
                 [str(tmp_path / "no" / "such"), "--hosts", "redis"], [str(out), "--hosts", "bad host"]):
-        proc = run([sys.executable, "-m", "workers.tls", *bad])
+        proc = run([sys.executable, "-m", "workers.infra.tls", *bad])
         assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, (bad, proc.stderr)
 
 

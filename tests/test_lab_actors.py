@@ -24,7 +24,7 @@ except ImportError:  # tests/ imported as a package
 
 from taskrace.measuring.runner import HARNESS_SOURCE, MIN_CPU_WINDOW_S, prepare, run_one
 from workers.celery_workers import stop_workers, wait_ready
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redis_server import EmbeddedRedis
 
 N = 2
 

@@ -1,4 +1,4 @@
-"""The latency proxy (workers.latency_proxy): a network between the workers and Redis.
+"""The latency proxy (workers.infra.latency_proxy): a network between the workers and Redis.
 
 Real sockets on 127.0.0.1 only: a private redis-server, the proxy in front of it, redis-py
 through the proxy. Time bounds are set by the delay itself: with a delay D per direction a
@@ -32,9 +32,9 @@ except ImportError:  # tests/ imported as a package
 from scenarios.base import BadInput
 from taskrace.measuring.runner import prepare, run_one
 from workers.celery_tier import CeleryTier
-from workers.latency_proxy import (Latency, LatencyProxy, parse_duration, parse_latency, redis_target,
+from workers.infra.latency_proxy import (Latency, LatencyProxy, parse_duration, parse_latency, redis_target,
                                    through)
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redis_server import EmbeddedRedis
 
 SLACK = 1.0  # seconds on top of what the delay allows: a busy CI machine, never a goal
 NO_RETRY = Retry(NoBackoff(), 0)  # one honest answer: redis-py >= 6 retries timeouts by default
@@ -320,13 +320,13 @@ def test_through_keeps_credentials_and_database():
     assert redis_target("redis://h") == ("h", 6379)
 
 
-# --- as a process of its own (python -m workers.latency_proxy) -------------------------
+# --- as a process of its own (python -m workers.infra.latency_proxy) -------------------------
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def proxy_cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "workers.latency_proxy", *args], cwd=REPO_ROOT,
+    return subprocess.Popen([sys.executable, "-m", "workers.infra.latency_proxy", *args], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
 

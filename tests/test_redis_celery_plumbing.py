@@ -19,7 +19,7 @@ except ImportError:  # ... or tests is a package
     from tests.celery_fixtures import celery_workers, embedded_redis, require_redis_binary, stop_workers  # noqa: F401
 
 from workers.celery_app import TASK_CALL, TASK_PING, _resolve, make_app
-from workers.redis_server import EmbeddedRedis, RedisUnavailable, check_redis, redact_url
+from workers.infra.redis_server import EmbeddedRedis, RedisUnavailable, check_redis, redact_url
 
 
 def _client(**kw) -> redis.Redis:  # no retries: redis-py's default backoff makes failures take ~4 s

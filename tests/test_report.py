@@ -39,7 +39,7 @@ def _celery_available() -> bool:
     try:
         import celery  # noqa: F401
 
-        from workers.redis_server import find_redis_server
+        from workers.infra.redis_server import find_redis_server
     except ImportError:
         return False
     return find_redis_server() is not None

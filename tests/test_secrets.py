@@ -24,8 +24,8 @@ except ImportError:  # tests/ imported as a package
     from tests.celery_procs import MarkedRun
 
 from taskrace.measuring.measure import TreeSampler
-from workers.redact import redact_argv, redact_cmdline, redact_text, scrub
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redact import redact_argv, redact_cmdline, redact_text, scrub
+from workers.infra.redis_server import EmbeddedRedis
 
 RUN_S = 180
 NO_URL = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "TASKRACE_EXTERNAL_WORKERS")

@@ -17,7 +17,7 @@ How data crosses the process boundary::
 
 Nothing is pickled: the app accepts JSON only, and a worker resolves functions by name
 under ``scenarios.`` alone. The broker is ``--redis-url``/``REDIS_URL`` or, failing those,
-a private Redis that this tier starts and removes (``workers.redis_server``). Each run
+a private Redis that this tier starts and removes (``workers.infra.redis_server``). Each run
 uses its own queue and key prefix, so a shared Redis is safe to use.
 """
 from __future__ import annotations
@@ -40,8 +40,8 @@ from workers.base import Outcome, Tier, TierFailure, TierOption
 from workers.celery_workers import CELERY_ENV_OVERRIDES, POOLS, start_worker, stop_workers, wait_ready
 from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, MODES,
                               redelivers_after_worker_death, resolve, saving_mode)
-from workers.latency_proxy import LatencyProxy, parse_latency, redis_target, through
-from workers.redis_server import EmbeddedRedis, check_redis, redact_url
+from workers.infra.latency_proxy import LatencyProxy, parse_latency, redis_target, through
+from workers.infra.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
 
 # Actors that coordinate the others (the pipeline's producer, the bank queue's owner):
@@ -74,7 +74,7 @@ class CeleryTier(Tier):
         TierOption("external", "use workers someone else runs (the compose lab's worker service)",
                    switch=True, spelling="--external-workers"),
         TierOption("latency", "one-way delay between the workers and Redis, each direction, added "
-                   "by a proxy (workers.latency_proxy): 5ms, 0.005s, 5 (= ms), 2ms+-1ms (jitter); "
+                   "by a proxy (workers.infra.latency_proxy): 5ms, 0.005s, 5 (= ms), 2ms+-1ms (jitter); "
                    "only the workers pay it, the harness reaches Redis directly", metavar="DELAY"),
     )
 
@@ -113,7 +113,7 @@ class CeleryTier(Tier):
         self._main_nodes: list[str] = []
         if self.external and not self.redis_url:
             raise ValueError("external workers need --redis-url or REDIS_URL (the broker they listen on)")
-        # latency: a proxy (workers.latency_proxy) between the workers this tier starts and
+        # latency: a proxy (workers.infra.latency_proxy) between the workers this tier starts and
         # Redis, delay +- jitter each way. Only the workers pay it (the broker, results and
         # shared state they use); the harness reaches Redis directly, as if beside it.
         self.latency = parse_latency(latency) if latency is not None else None

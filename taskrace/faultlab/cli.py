@@ -18,7 +18,7 @@ from taskrace.options import UsageError, add_events_option, check_writable, name
 from taskrace.progress import ProgressBar
 from taskrace.measuring.stats import spread
 from workers.delivery import DEFAULT_MODES, MODES
-from workers.redis_server import PERSISTENCE
+from workers.infra.redis_server import PERSISTENCE
 
 DEFAULT_FAULTS = ("kill-worker", "pause-worker", "restart-broker")
 DEFAULT_BROKER_PERSISTENCE = ("aof", "none")  # for faults that touch the broker

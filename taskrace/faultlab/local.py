@@ -18,7 +18,7 @@ import shutil
 import psutil
 
 from workers.celery_workers import start_worker, stop_workers, wait_ready
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redis_server import EmbeddedRedis
 from workers.redis_state import client
 
 

@@ -48,7 +48,7 @@ import redis
 from redis.exceptions import LockNotOwnedError
 
 from workers.celery_workers import die_with_parent
-from workers.redis_server import EmbeddedRedis
+from workers.infra.redis_server import EmbeddedRedis
 
 STORES = ("multiprocessing", "redis")
 FAULTS = ("kill-holder", "pause-holder")

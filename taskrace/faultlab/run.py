@@ -26,7 +26,7 @@ from taskrace.faultlab.checker import count_against_plan, promise_kept, summary
 from taskrace.faultlab.nemesis import FAULTS, Victim
 from workers.base import TierFailure
 from workers.delivery import ENV as DELIVERY_ENV, MODES, get_mode
-from workers.redact import redact_text
+from workers.infra.redact import redact_text
 
 APPLY_FN = "scenarios.ledger:apply"
 WORKLOADS = {"bank": "transfers between accounts: money is the unit of loss",
@@ -58,7 +58,7 @@ class FaultSpec:
         get_mode(self.mode)
         if self.workload not in WORKLOADS:
             raise ValueError(f"unknown workload {self.workload!r}; choose from: {', '.join(WORKLOADS)}")
-        from workers.redis_server import PERSISTENCE
+        from workers.infra.redis_server import PERSISTENCE
         if self.persistence not in PERSISTENCE:
             raise ValueError(f"unknown --broker-persistence {self.persistence!r}; "
                              f"choose from: {', '.join(PERSISTENCE)}")

@@ -13,14 +13,14 @@
       2. PING over TLS, verified with the lab's CA   ---TLS--->  Redis TLS port (ACL user
          (WRONGPASS, wrong CA or name, plaintext                 `worker`, default off)
          to a TLS port: one line each)
-      3. every right a worker needs (workers.acl.check_worker_rights)
+      3. every right a worker needs (workers.infra.acl.check_worker_rights)
       4. exec `celery worker -n NAME@<hostname> -Q taskrace`  <--- the harness pings the
          (workers.celery_workers.worker_argv: the lab's flags)    shared queue, tells -n
          with TASKRACE_BROKER_URL in its environment only         nodes to add_consumer
          (URL + ?ssl_cert_reqs=required&ssl_ca_certs=<CA>)        its run's queue; the
                                                                   record's `nodes` name
                                                                   this one
-    --latency 5ms: the worker reaches Redis through a workers.latency_proxy on
+    --latency 5ms: the worker reaches Redis through a workers.infra.latency_proxy on
     127.0.0.1 in this process (then the worker is a child, not exec'd): the link this
     host pays. TLS passes through the proxy untouched; the certificate is then checked
     for 127.0.0.1, which the lab's certificates name.
@@ -44,7 +44,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from taskrace.options import UsageError
 from workers.celery_workers import POOLS
-from workers.redact import redact_url
+from workers.infra.redact import redact_url
 
 PASSWORD_ENV = "TASKRACE_REDIS_PASSWORD"
 DEFAULT_NAME = "remote"
@@ -201,7 +201,7 @@ def preflight(url: str, join: Join, timeout: float = 5.0) -> None:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    from workers.acl import check_worker_rights
+    from workers.infra.acl import check_worker_rights
 
     parts = urlsplit(url)
     where = f"{parts.hostname}:{parts.port or 6379}"
@@ -261,7 +261,7 @@ def cmd_worker(args, console) -> int:
     join = resolve(args)
     latency = None
     if args.latency is not None:
-        from workers.latency_proxy import parse_latency
+        from workers.infra.latency_proxy import parse_latency
 
         try:
             latency = parse_latency(args.latency)
@@ -271,7 +271,7 @@ def cmd_worker(args, console) -> int:
     proxy = None
     try:
         if latency is not None:
-            from workers.latency_proxy import LatencyProxy, redis_target, through
+            from workers.infra.latency_proxy import LatencyProxy, redis_target, through
 
             proxy = LatencyProxy(redis_target(url), latency).start()
             url = through(url, *proxy.address)

@@ -62,7 +62,7 @@ from taskrace.reporting.results import environment
 from taskrace.measuring.runner import prepare, run_one
 from workers import get_tier
 from workers.base import TierFailure
-from workers.redis_server import RedisUnavailable, check_redis, find_redis_server
+from workers.infra.redis_server import RedisUnavailable, check_redis, find_redis_server
 
 SCHEMA = "taskrace.bench/1"
 GOALS = {"speedup_min": 1.9, "local_tax_max": 0.05, "celery_tax_max": 0.20, "chunk_gain_min": 10.0,

@@ -13,7 +13,7 @@ import time
 
 import psutil
 
-from workers.redact import redact_cmdline
+from workers.infra.redact import redact_cmdline
 
 SAMPLE_INTERVAL_S = 0.05
 MIN_CPU_WINDOW_S = 0.1

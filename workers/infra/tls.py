@@ -5,7 +5,7 @@ Why: a worker on another host reaches Redis over the network, so the link is TLS
 once, signs Redis's certificate with it, and hands out ``ca.crt`` (never a key) to the
 worker hosts, which then verify that they talk to *this* Redis::
 
-    python -m workers.tls OUT_DIR --hosts redis,localhost,127.0.0.1,10.77.0.1
+    python -m workers.infra.tls OUT_DIR --hosts redis,localhost,127.0.0.1,10.77.0.1
 
     OUT_DIR/ca.crt      the CA certificate: what a worker host gets          0644
     OUT_DIR/ca.key      the CA's private key: stays where it was made        0600
@@ -156,7 +156,7 @@ def _pem_key(key) -> bytes:
 
 def write_private(path: Path, data: bytes, mode: int) -> None:
     """Atomically, created with ``mode`` (no moment with wider permissions, whatever the
-    umask): a temporary file beside it, then rename. Keys here, the aclfile in workers.acl."""
+    umask): a temporary file beside it, then rename. Keys here, the aclfile in workers.infra.acl."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -244,11 +244,11 @@ def ensure(out_dir, hosts) -> list[tuple[Path, str]]:
 
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str):  # one line and exit 2, no usage block
-        self.exit(2, f"workers.tls: {message}\n")
+        self.exit(2, f"workers.infra.tls: {message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _OneLineParser(prog="python -m workers.tls",
+    ap = _OneLineParser(prog="python -m workers.infra.tls",
                         description="Make (or keep) the lab's CA and Redis's TLS certificate.")
     ap.add_argument("out_dir", metavar="OUT_DIR", help="where ca.crt, ca.key, redis.crt, redis.key go")
     ap.add_argument("--hosts", required=True, metavar="H1,H2,...",
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = ensure(args.out_dir, args.hosts)
     except TLSError as exc:
-        print(f"workers.tls: {exc}", file=sys.stderr)
+        print(f"workers.infra.tls: {exc}", file=sys.stderr)
         return 2
     for path, what in written:
         print(f"wrote {path}: {what}")

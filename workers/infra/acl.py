@@ -35,7 +35,7 @@ DEBUG, ACL, CLIENT (KILL, LIST), MONITOR, FUNCTION, SCRIPT FLUSH/KILL, and any k
 channel outside the patterns. Scripts (EVAL/EVALSHA) run with the caller's rights, so
 they reach nothing more.
 
-``python -m workers.acl OUT_FILE`` writes such an aclfile (0640) from REDIS_PASSWORD (the
+``python -m workers.infra.acl OUT_FILE`` writes such an aclfile (0640) from REDIS_PASSWORD (the
 taskrace user's) and WORKER_PASSWORD; passwords are stored as SHA-256 (``#<hex>``), never
 in clear. ``check_worker_rights(url)`` probes, as the URL's user, every right a worker
 needs (harmless commands on throwaway keys) and names the first one missing.
@@ -99,7 +99,7 @@ def aclfile_text(admin_password: str, worker_password: str) -> str:
 
 def write_aclfile(path, admin_password: str, worker_password: str, mode: int = 0o640) -> Path:
     """Write the aclfile atomically, created with ``mode`` whatever the umask."""
-    from workers.tls import write_private
+    from workers.infra.tls import write_private
 
     path = Path(path)
     write_private(path, aclfile_text(admin_password, worker_password).encode(), mode)
@@ -240,17 +240,17 @@ def check_worker_rights(url: str, timeout: float = 5.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0].startswith("-"):
-        print("usage: python -m workers.acl OUT_FILE   (env: REDIS_PASSWORD, WORKER_PASSWORD)",
+        print("usage: python -m workers.infra.acl OUT_FILE   (env: REDIS_PASSWORD, WORKER_PASSWORD)",
               file=sys.stderr)
         return 2
     out = Path(args[0])
     try:
         write_aclfile(out, os.environ.get("REDIS_PASSWORD", ""), os.environ.get("WORKER_PASSWORD", ""))
     except ValueError as exc:
-        print(f"workers.acl: {exc}", file=sys.stderr)
+        print(f"workers.infra.acl: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"workers.acl: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"workers.infra.acl: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     print(f"wrote {out}: users default (off), {ADMIN_USER} (all rights), {WORKER_USER} (a worker's rights)")
     return 0

@@ -22,7 +22,7 @@ import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
-# Here, not in workers.redis_server: redacting must not import redis-py (the local tiers'
+# Here, not in workers.infra.redis_server: redacting must not import redis-py (the local tiers'
 # runs never use it, and importing it is most of the harness's fixed cost per run).
 def redact_url(url: str) -> str:
     """Hide passwords in a redis URL: ``user:pw@`` -> ``user:***@``, ``?password=`` too."""

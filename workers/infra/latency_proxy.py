@@ -30,7 +30,7 @@ The proxy runs its own asyncio loop in a thread of its own, so sync code uses it
 or as a process of its own (a container in the lab), SIGUSR1 to blackhole, SIGUSR2 to
 heal, SIGTERM/SIGINT to stop::
 
-    python -m workers.latency_proxy --target redis:6379 --latency 5ms --listen 0.0.0.0:6380
+    python -m workers.infra.latency_proxy --target redis:6379 --latency 5ms --listen 0.0.0.0:6380
 
 Durations (``parse_duration``): ``"5ms"``, ``"0.005s"``, ``"500us"``, or a bare number in
 milliseconds (``"5"`` = 5 ms); in Python, an int or float is seconds. A latency spec
@@ -396,7 +396,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = _OneLineParser(prog="python -m workers.latency_proxy",
+    ap = _OneLineParser(prog="python -m workers.infra.latency_proxy",
                                  description="TCP proxy with delay, jitter and partitions "
                                              "(SIGUSR1: blackhole, SIGUSR2: heal, SIGTERM: stop)")
     ap.add_argument("--target", type=_hostport, required=True, help="HOST:PORT to forward to")

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import redis
 
 from workers.celery_workers import die_with_parent
-from workers.redact import redact_url  # noqa: F401  (re-exported: callers import it from here)
+from workers.infra.redact import redact_url  # noqa: F401  (re-exported: callers import it from here)
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -123,12 +123,12 @@ class EmbeddedRedis:
     def __init__(self, binary: str | None = None, start_timeout: float = 10.0,
                  persistence: str = "none", *, acl: bool = False, tls: bool = False,
                  tls_host: str = HOST):
-        """``acl``: join mode's users (workers.acl): ``default`` off, ``taskrace`` (this
+        """``acl``: join mode's users (workers.infra.acl): ``default`` off, ``taskrace`` (this
         password, every right; ``url``) and ``worker`` (``worker_password``, a worker's
         rights). ``tls``: a TLS port too, with a CA and certificate made for the run
-        (workers.tls; ``ca_file``), reached at ``tls_address``: on loopback, or, for
+        (workers.infra.tls; ``ca_file``), reached at ``tls_address``: on loopback, or, for
         ``tls_host`` another address (a netns bridge's), through a forwarding proxy there
-        (``tls_proxy``, a workers.latency_proxy.LatencyProxy), since Redis binds both
+        (``tls_proxy``, a workers.infra.latency_proxy.LatencyProxy), since Redis binds both
         ports to the same addresses and the plain port stays on loopback."""
         if persistence not in PERSISTENCE:
             raise ValueError(f"unknown --broker-persistence {persistence!r}; choose from: {', '.join(PERSISTENCE)}")
@@ -198,7 +198,7 @@ class EmbeddedRedis:
                 try:
                     self._spawn(conf)
                     if self.tls and self.tls_host != HOST and self.tls_proxy is None:
-                        from workers.latency_proxy import LatencyProxy
+                        from workers.infra.latency_proxy import LatencyProxy
 
                         try:
                             self.tls_proxy = LatencyProxy((HOST, self.tls_port), 0.0,
@@ -265,14 +265,14 @@ class EmbeddedRedis:
         """redis.conf (0600): the password, or join mode's users and TLS files."""
         lines = []
         if self.acl:
-            from workers.acl import write_aclfile
+            from workers.infra.acl import write_aclfile
 
             acl = write_aclfile(Path(self.tmpdir, "users.acl"), self.password, self.worker_password, 0o600)
             lines.append(f"aclfile {acl}")
         else:
             lines.append(f"requirepass {self.password}")
         if self.tls:
-            from workers.tls import CA_CERT, SERVER_CERT, SERVER_KEY, ensure
+            from workers.infra.tls import CA_CERT, SERVER_CERT, SERVER_KEY, ensure
 
             tls = Path(self.tmpdir, "tls")
             ensure(tls, ["localhost", HOST, self.tls_host])
