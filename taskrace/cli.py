@@ -103,6 +103,7 @@ def cmd_run(args, console: Console) -> int:
     notes = show([record], args, columns, console, err, title=f"taskrace run {args.scenario}",
                  doc=lambda: document([record]))
     print_details(record, notes)
+    print_deaths([record], err)
     if args.json:
         write_json(args.json, [record])
     if history is not None:
@@ -110,6 +111,18 @@ def cmd_run(args, console: Console) -> int:
             fh.writelines(json.dumps(line) + "\n" for line in history)
         notes.print(f"history: {len(history)} operations written to {args.history}")
     return exit_code([record], args.expect_safe)
+
+
+def print_deaths(records: list[dict], err: Console) -> None:
+    """One line on stderr per point where a worker died: what was lost (or that nothing
+    was), and the delivery mode that would have kept it."""
+    for r in records:
+        for incident in (r.get("tier") or {}).get("dead_workers") or []:
+            text = f"a worker died: {incident['verdict']} under --delivery {incident['mode']}"
+            if incident.get("would_have_saved"):
+                text += f"; --delivery {incident['would_have_saved']} would have kept them"
+            err.print(f"taskrace: {r['scenario']} on {r['backend']} -n {r['workers']}: {text}",
+                      markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_settings(console: Console, params: dict, options: dict, indent: str = "  ") -> None:
@@ -194,6 +207,7 @@ def cmd_compare(args, console: Console) -> int:
 
         written = write_report(document(records, fits=fits, capacity=capacity), args.report)
         notes.print(f"report: {written}")
+    print_deaths(records, err)
     for r in records:
         if r["verdict"]["details"].get("failed_in") == "warm-up":
             console.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']}: "

@@ -144,6 +144,10 @@ def test_at_most_once_a_killed_worker_loses_its_tasks_named_exit_1(tmp_path, tar
     assert f"lost (task{'s' if len(lost) > 1 else ''} {names}) under --delivery at-most-once" in joined, run.out
     assert "--delivery at-least-once would have" in joined and line, run.out
     assert record["tier"]["delivery"]["mode"] == "at-most-once"
+    # and on stderr, one line for the point: who lost what, and what would have kept it
+    said = [ln for ln in run.err.splitlines() if "a worker died" in ln]
+    assert said == [f"taskrace: power-io on celery -n 2: a worker died: {incident['verdict']} under "
+                    "--delivery at-most-once; --delivery at-least-once would have kept them"], run.err
 
 
 @pytest.mark.parametrize("mode,target", [("at-least-once", "main"), ("effectively-once", "child")])

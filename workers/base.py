@@ -171,6 +171,12 @@ class Tier:
         """Settings that shaped this run, for the results JSON (no secrets)."""
         return {"workers": self.workers}
 
+    def refuses(self, scenario) -> str | None:
+        """Why this tier, with its settings, will not run ``scenario`` (one line), or None.
+        Asked before any process starts (the scenario's own ``supported_by`` judges the
+        tier's class; this judges the settings, e.g. a delivery promise it cannot keep)."""
+        return None
+
     def reserve(self, actors: int) -> None:
         """Make room for ``actors`` concurrent actors before the timed run starts (tiers
         whose executors are not created per actor override this)."""

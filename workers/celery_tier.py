@@ -308,6 +308,13 @@ class CeleryTier(Tier):
                 for d in (value if chunk > 1 and isinstance(value, list) else [value] * len(span))]
         return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(flat)]
 
+    def refuses(self, scenario) -> str | None:
+        """effectively-once promises what actors cannot keep here (no idempotency keys on
+        their shared state): refused before anything starts."""
+        if self.delivery.idempotent and scenario.actors_needed(self.workers) > 0:
+            return f"celery {ACTORS_REFUSED}"
+        return None
+
     def reserve(self, actors: int) -> None:
         """Actors wait on each other (a producer on its consumers): each needs a slot of
         its own at once, or the race deadlocks. Add workers, before the clock starts,

@@ -47,6 +47,9 @@ def prepare(scenario_name: str, params: dict, backend: str, workers: int, tier_o
         tier = tier_cls(workers, **tier_options)  # cheap: checks options, starts nothing
     except ValueError as exc:
         raise BadInput(str(exc)) from None
+    reason = tier.refuses(scenario)
+    if reason:
+        raise BadInput(reason)
     return scenario, tier
 
 
