@@ -224,6 +224,16 @@ def test_drop_connections(mode):
     assert r["kept"] is True, r["verdict"]
 
 
+def test_drop_connections_does_not_depend_on_persistence():
+    """Nothing restarts under drop-connections: a broker with no persistence keeps its
+    queue, and the promise is judged (not waved off as 'kept nothing across the restart')."""
+    r = fault_run("drop-connections", "at-least-once", workload="jobs", persistence="none")
+    _common(r)
+    assert r["broker_persistence"] == "none" and r["fault_info"]["connections_killed"] >= 2
+    assert _counts(r)["lost"] == 0
+    assert r["kept"] is True and "restart" not in r["verdict"], r["verdict"]
+
+
 # --- the command line -------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, expected", [
@@ -231,6 +241,9 @@ def test_drop_connections(mode):
     (["--mode", "exactly-once"], "unknown mode 'exactly-once'; choose from: at-most-once"),
     (["--fault", "partition-worker"], "needs the compose lab: add --lab"),
     (["--broker-persistence", "tape"], "unknown broker persistence 'tape'; choose from: none, aof, rdb"),
+    (["--fault", "drop-connections", "--broker-persistence", "none"],
+     "--broker-persistence applies to faults that restart the broker (restart-broker); drop-connections "
+     "leaves it running"),
     (["--workload", "bonds"], "unknown workload 'bonds'"),
     (["--ops", "10", "--at", "11"], "--at must be between 1 and --ops (10), got 11"),
     (["-n", "1"], "-n must be between 2 and 16"),

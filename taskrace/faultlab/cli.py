@@ -21,7 +21,7 @@ from workers.delivery import DEFAULT_MODES, MODES
 from workers.infra.redis_server import PERSISTENCE
 
 DEFAULT_FAULTS = ("kill-worker", "pause-worker", "restart-broker")
-DEFAULT_BROKER_PERSISTENCE = ("aof", "none")  # for faults that touch the broker
+DEFAULT_BROKER_PERSISTENCE = ("aof", "none")  # for faults that restart the broker
 # In the lab a fault is a Docker API call (pause ~15 ms, exec kill ~60 ms, kill ~150 ms):
 # work this long is still running when it lands, as 0.05 s is under a local signal.
 LAB_WORK_S = 0.2
@@ -38,7 +38,7 @@ def add_faults_parser(sub) -> None:
                         f"(default: {','.join(DEFAULT_MODES)})")
     p.add_argument("--workload", default="bank", help=f"bank or jobs ({'; '.join(WORKLOADS.values())})")
     p.add_argument("--broker-persistence", default=None,
-                   help="for faults that touch the broker, comma list from: "
+                   help="for faults that restart the broker, comma list from: "
                         f"{', '.join(PERSISTENCE)} (default: aof,none); other faults run on aof")
     p.add_argument("-n", "--workers", type=int, default=2, help="worker nodes (default 2)")
     p.add_argument("--ops", type=int, default=60, help="planned operations per run (default 60)")
@@ -84,12 +84,16 @@ def plan_matrix(args) -> list[FaultSpec]:
         if lab_only:
             raise UsageError(f"fault {lab_only[0]!r} needs the compose lab: add --lab "
                               f"(with the lab's stack up: docker compose up -d)")
-    if args.lab and any(FAULTS[f].touches_broker for f in faults) and persistences != ["aof"]:
+    if args.broker_persistence and persistences != ["aof"] and not any(FAULTS[f].restarts_broker for f in faults):
+        raise UsageError(f"--broker-persistence applies to faults that restart the broker (restart-broker); "
+                         f"{', '.join(faults)} {'leaves' if len(faults) == 1 else 'leave'} it running, so "
+                         f"its persistence changes nothing: leave the option out")
+    if args.lab and any(FAULTS[f].restarts_broker for f in faults) and persistences != ["aof"]:
         from taskrace.faultlab.lab import NO_PERSISTENCE_CHOICE
         raise UsageError(NO_PERSISTENCE_CHOICE)
     specs = []
     for fault in faults:
-        for persistence in (persistences if FAULTS[fault].touches_broker else ["aof"]):
+        for persistence in (persistences if FAULTS[fault].restarts_broker else ["aof"]):
             for mode in modes:
                 work = args.work if args.work is not None else LAB_WORK_S if args.lab else 0.05
                 spec = FaultSpec(fault, mode, args.workload, persistence, args.workers, args.ops,
@@ -144,7 +148,7 @@ def run_matrix(specs: list[FaultSpec], factory=None, contrast: bool = True) -> t
     total = len(specs) + (len(CONTRAST) if contrast else 0)
     events.emit("run.start", command="faults", label="faults", total=total)
     for spec in specs:
-        label = f"{spec.fault} {spec.mode}" + (f" ({spec.persistence})" if FAULTS[spec.fault].touches_broker else "")
+        label = f"{spec.fault} {spec.mode}" + (f" ({spec.persistence})" if FAULTS[spec.fault].restarts_broker else "")
         events.emit("status", text=label)
         with events.context(run=len(records)):
             records.append(run_fault(spec, cluster_factory=factory, on_event=lambda text, label=label:
@@ -204,7 +208,7 @@ def _recovery(record: dict) -> str:
 
 def fault_title(record: dict) -> str:
     title = f"{record['fault']}"
-    if FAULTS[record["fault"]].touches_broker:
+    if FAULTS[record["fault"]].restarts_broker:
         title += f" (broker persistence: {record['broker_persistence']})"
     return title
 
@@ -229,7 +233,7 @@ def faults_table(records: list[dict]) -> Table:
 def print_faults(records: list[dict], console: Console) -> None:
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["fault"], r["broker_persistence"] if FAULTS[r["fault"]].touches_broker else ""),
+        groups.setdefault((r["fault"], r["broker_persistence"] if FAULTS[r["fault"]].restarts_broker else ""),
                           []).append(r)
     for rows in groups.values():
         console.print(faults_table(rows))
@@ -273,7 +277,7 @@ def recovery_table(records: list[dict]) -> Table:
         table.add_column(name, justify=justify, no_wrap=True)
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        label = r["fault"] + (f" {r['broker_persistence']}" if FAULTS[r["fault"]].touches_broker else "")
+        label = r["fault"] + (f" {r['broker_persistence']}" if FAULTS[r["fault"]].restarts_broker else "")
         groups.setdefault((label, r["mode"]), []).append(r)
     for (label, mode), rows in groups.items():
         fired = [r for r in rows if r["fired"] and r["recovery"]]

@@ -23,7 +23,10 @@ class Fault:
     name = ""
     help = ""
     lab_only = False
-    touches_broker = False  # restart-broker and friends: the broker's persistence matters
+    # restart-broker: the broker stops and starts again, so what it keeps across that (its
+    # --broker-persistence) decides what survives. A fault that leaves it running (drop-connections)
+    # does not depend on its persistence: it runs once, on aof, and promises hold.
+    restarts_broker = False
     held = False  # a state held until healed (a pause, a partition), not a one-off blow
 
     def __init__(self, mode: DeliveryMode, hold_s: float) -> None:
@@ -79,7 +82,7 @@ class PauseWorker(Fault):
 class RestartBroker(Fault):
     name = "restart-broker"
     help = "SIGKILL the broker and start it again (--broker-persistence aof|rdb|none)"
-    touches_broker = True
+    restarts_broker = True
 
     def inject(self, cluster, victim):
         self.info = cluster.kill_broker()
@@ -91,7 +94,6 @@ class RestartBroker(Fault):
 class DropConnections(Fault):
     name = "drop-connections"
     help = "CLIENT KILL TYPE normal on the broker: every client reconnects"
-    touches_broker = True
 
     def inject(self, cluster, victim):
         self.info = cluster.drop_connections()

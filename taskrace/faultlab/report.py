@@ -58,14 +58,14 @@ def load_faults(path: str) -> dict | None:
     return doc
 
 
-def touches_broker(fault: str) -> bool:
+def restarts_broker(fault: str) -> bool:
     cls = FAULTS.get(fault)
-    return bool(cls and cls.touches_broker)
+    return bool(cls and cls.restarts_broker)
 
 
 def group_title(record: dict) -> str:
     title = record["fault"]
-    if touches_broker(record["fault"]):
+    if restarts_broker(record["fault"]):
         title += f" (broker persistence: {record.get('broker_persistence')})"
     return title
 

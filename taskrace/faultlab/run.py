@@ -267,7 +267,7 @@ def _first_applied_after(log, op_ids, t) -> float | None:
 def _record(spec, mode, fault, ops, initial, snap, ev, logs, t0, hold, where) -> dict:
     counts = count_against_plan(ops, snap["applied"], initial, snap["balances"], snap["skipped"],
                                 snap["redelivered"])
-    durable = spec.persistence != "none" or not fault.touches_broker
+    durable = spec.persistence != "none" or not fault.restarts_broker
     fired = ev["fired_at"] is not None
     kept, why = promise_kept(mode, counts, durable, fired)
     log = snap["log"]
