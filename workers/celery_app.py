@@ -36,6 +36,20 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if v is None else v.strip().lower() in ("1", "true", "yes", "on")
 
 
+# JSON of more app.conf settings, applied last on the harness's side and every worker's
+# (``taskrace knobs`` turns Celery's settings one at a time); broker_transport_options are
+# merged. Never the serializers: JSON only stays JSON only.
+CONF_ENV = "TASKRACE_CELERY_CONF"
+_FIXED = ("task_serializer", "result_serializer", "accept_content", "result_accept_content")
+
+
+def env_conf() -> dict:
+    conf = json.loads(os.environ.get(CONF_ENV) or "{}")
+    if not isinstance(conf, dict) or any(k in conf for k in _FIXED):
+        raise ValueError(f"{CONF_ENV}: a JSON object of settings, not the serializers")
+    return conf
+
+
 def make_app(broker_url: str, delivery: str | None = None) -> Celery:
     app = Celery("taskrace", broker=broker_url, backend=broker_url)
     app.conf.update(
@@ -70,6 +84,10 @@ def make_app(broker_url: str, delivery: str | None = None) -> Celery:
         app.conf.update(mode.settings)
         app.conf.broker_transport_options = {**app.conf.broker_transport_options,
                                              **mode.transport_options}
+    extra = env_conf()
+    transport = extra.pop("broker_transport_options", {})
+    app.conf.update(extra)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, **transport}
     app.task(name=TASK_CALL, bind=True)(_call)
     # Actors run for the whole race and wait on each other. acks_late + prefetch 1 means
     # a worker process holds only the actor it is running, never a second one queued
