@@ -106,6 +106,10 @@ def test_cpu_memory_and_processes_are_the_workers_own(lab, monkeypatch):
     assert m["threads"] is None  # not measured outside the harness: shown as "-", not as the harness's
     # The harness's own tree is kept, and it is not what the columns show.
     assert m["harness"]["source"] == HARNESS_SOURCE and m["harness"]["os_processes"] >= 1
+    # The -n workers told to consume the run's queue are in the record, also after stop()
+    # handed them back (it was [] once: the lab's records said no node took the tasks).
+    assert len(record["tier"]["nodes_for_tasks"]) == N, record["tier"]
+    assert set(record["nodes"]) <= set(record["tier"]["nodes_for_tasks"]) <= set(record["tier"]["nodes_up"])
     assert set(m["how"]) >= {"cpu_percent", "peak_rss_bytes", "os_processes"}
 
 

@@ -111,6 +111,7 @@ class CeleryTier(Tier):
         self.actor_queue = (os.environ.get("TASKRACE_QUEUE", "taskrace") if self.external
                             else f"{self.queue}.actors")
         self._main_nodes: list[str] = []
+        self._task_nodes: list[str] = []  # ... kept for the record once stop() handed them back
         if self.external and not self.redis_url:
             raise ValueError("external workers need --redis-url or REDIS_URL (the broker they listen on)")
         # latency: a proxy (workers.infra.latency_proxy) between the workers this tier starts and
@@ -150,7 +151,8 @@ class CeleryTier(Tier):
                 "actor_slots": self._external_slots,
                 "external_workers": self.external, "latency": self._latency_record(),
                 "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers],
-                "nodes_for_tasks": self._main_nodes or [w.name for w in self._workers[:self.workers]],
+                "nodes_for_tasks": (self._main_nodes or self._task_nodes
+                                    or [w.name for w in self._workers[:self.workers]]),
                 "delivery": {**self.delivery.describe(), "settings_text": self.delivery.settings_text(),
                              "effectively_once": dict(EFFECTIVELY_ONCE, actors="refused: " + ACTORS_REFUSED)},
                 "dead_workers": self.incidents}
@@ -255,7 +257,7 @@ class CeleryTier(Tier):
                                                  reply=True, timeout=2.0)
             except Exception:  # noqa: BLE001 - best effort; the broker may be what failed
                 pass
-            self._main_nodes = []
+            self._task_nodes, self._main_nodes = self._main_nodes, []
         if self.url and self.redis_url:  # someone else's Redis: leave it as we found it
             try:
                 r = client(self.url)
