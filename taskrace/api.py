@@ -116,7 +116,9 @@ def _listening(on_event: Callable | None, events: str | None, trace: bool, progr
         stack.enter_context(stream.subscribe(on_event, tasks=True))
     if events:
         check_writable(events)
-        stack.enter_context(stream.JsonLinesLog(events))
+        from taskrace.eventlog import JsonLinesLog
+
+        stack.enter_context(JsonLinesLog(events))
     if progress:
         from taskrace.progress import ProgressBar
 
@@ -205,7 +207,7 @@ def network(*, on_event: Callable | None = None, events: str | None = None, trac
 def load(path: str):
     """A document written by ``--json`` (results, fault lab or network study), as the
     result object its command returns."""
-    from taskrace.reporting.schemas import load_document
+    from taskrace.schemas import load_document
 
     with _input_errors():
         kind, doc = load_document(path)
@@ -258,7 +260,7 @@ class _Document:
 
     def report(self, out_dir: str) -> str:
         """Charts and one HTML page in ``out_dir`` (as ``--report``); the page's path."""
-        from taskrace.reporting.schemas import write_report
+        from taskrace.schemas import write_report
 
         return write_report(self.kind, self.document(), out_dir)
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from scenarios import SCENARIOS, get_scenario
 from taskrace.reporting.columns import select as select_columns
 from taskrace.errors import BAD_INPUT
-from taskrace.events import JsonLinesLog
+from taskrace.eventlog import JsonLinesLog
 from taskrace.measuring.matrix import EXIT_FAILED, EXIT_OK, exit_code  # noqa: F401 - exit_code: tests read it here
 from taskrace.options import UsageError, check_writable, tier_options
 from taskrace.parser import build_parser
@@ -40,11 +40,12 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "compare": "taskrace.cli:cmd_compare",
             "report": "taskrace.cli:cmd_report",
             "bench": "taskrace.measuring.bench:main",
+            "knobs": "taskrace.measuring.knobs:cmd_knobs",
             "faults": "taskrace.faultlab.cli:cmd_faults",
             "network": "taskrace.netstudy.cli:cmd_network",
             "cluster": "taskrace.lab.cluster:cmd_cluster",
             "worker": "taskrace.lab.join:cmd_worker",
-            "host": "workers.infra.netns:cmd_host"}
+            "host": "taskrace.lab.hosts:cmd_host"}
 
 
 def cmd_list(args, console: Console) -> int:
@@ -236,7 +237,7 @@ def _diff(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from taskrace.reporting.schemas import load_document, write_report
+    from taskrace.schemas import load_document, write_report
 
     kind, doc = load_document(args.results)
     try:

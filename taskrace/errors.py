@@ -4,7 +4,7 @@ message. One list, so the two never disagree."""
 from __future__ import annotations
 
 from scenarios.base import BadInput
-from taskrace.events import BadEventLog
+from taskrace.eventlog import BadEventLog
 from taskrace.options import UsageError
 from taskrace.reporting.results import BadResults
 from workers import MissingDependency, UnknownChoice

@@ -7,7 +7,7 @@ listening changes nothing about what runs::
     emitters                                   subscribers
     --------                                   -----------
     commands    run.start/run.end, step, status  -> progress bars (taskrace.progress)
-    runner      point.start/point.end (record)   -> --events FILE (JsonLinesLog)
+    runner      point.start/point.end (record)   -> --events FILE (taskrace.eventlog)
     tiers       task.queued/started/finished     -> a notebook's result (Recorder)
     celery      the same, from Celery's events   -> the live view
     fault lab   fault.fired/fault.healed, queue.depth, money.sample
@@ -24,7 +24,6 @@ but must not write to the parent's file or screen).
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -182,60 +181,3 @@ class Recorder:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class JsonLinesLog:
-    """``--events FILE``: one JSON object a line, flushed as it comes, so a run can be
-    followed with ``tail -f``, replayed (``taskrace.events.read_log``) and studied later.
-    Every string passes the records' redaction (a broker URL keeps no password)."""
-
-    def __init__(self, path: str, tasks: bool = True) -> None:
-        self.path = path
-        self._fh = open(path, "w", encoding="utf-8")
-        self._write_lock = threading.Lock()
-        self.count = 0
-        self._sub = subscribe(self.write, tasks=tasks)
-
-    def write(self, event: Event) -> None:
-        from workers.infra.redact import scrub
-
-        line = json.dumps(scrub(event.to_dict()), default=str, separators=(",", ":")) + "\n"
-        with self._write_lock:
-            if not self._fh.closed:
-                self._fh.write(line)
-                self._fh.flush()
-                self.count += 1
-
-    def close(self) -> None:
-        self._sub.close()
-        with self._write_lock:
-            self._fh.close()
-
-    def __enter__(self) -> "JsonLinesLog":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class BadEventLog(ValueError):
-    """An event log that cannot be read; the message is one line."""
-
-
-def read_log(path: str) -> list[Event]:
-    """The events a JsonLinesLog wrote, in order."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.readlines()
-    except OSError as exc:
-        raise BadEventLog(f"cannot read {path}: {exc.strerror or exc}") from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            out.append(Event.from_dict(d))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise BadEventLog(f"{path}:{n} is not a taskrace event (JSON with kind and t)") from None
-    return out

@@ -18,15 +18,16 @@ from taskrace.options import (Parser, add_events_option, add_scenario_options, a
 from taskrace.reporting.report import FORMATS
 from workers import MissingDependency, load
 
-DESCRIPTION = ("taskrace list | run | compare | network | report | bench | faults | cluster | worker | host: "
+DESCRIPTION = ("taskrace list | run | compare | network | report | bench | knobs | faults | cluster | worker | host: "
                "race the same workloads across concurrency models")
 # Commands whose parsers live with their code, as "module:function(subparsers)".
 PARSERS_ELSEWHERE = {"cluster": "taskrace.lab.cluster:add_cluster_parser",
                      "faults": "taskrace.faultlab.cli:add_faults_parser",
+                     "knobs": "taskrace.measuring.knobs:add_knobs_parser",
                      "network": "taskrace.netstudy.cli:add_network_parser",
                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
                      "worker": "taskrace.lab.join:add_worker_parser",
-                     "host": "workers.infra.netns:add_host_parser"}
+                     "host": "taskrace.lab.hosts:add_host_parser"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from conftest import LOCAL_TIERS, REPO_ROOT, cli, run
-from taskrace import events
+from taskrace import eventlog, events
 
 
 def check_tasks(evs: list, planned: int, record: dict) -> None:
@@ -93,9 +93,9 @@ def test_a_broken_subscriber_does_not_break_the_run():
 def test_a_forked_child_does_not_write_to_the_parents_subscribers(tmp_path):
     """A pool child forked while a log is open inherits the subscriber: it must stay silent."""
     log = tmp_path / "ev.jsonl"
-    with events.JsonLinesLog(str(log)):
+    with eventlog.JsonLinesLog(str(log)):
         record = run("power-io", "processes", workers=2, tier_options={"start_method": "fork"}, tasks=3, sleep=0.0)
-    evs = events.read_log(str(log))
+    evs = eventlog.read_log(str(log))
     check_tasks(evs, 3, record)  # one of each: no child wrote a second copy
     assert {e["worker"].split("/")[0] for e in evs if e.kind == "task.finished"} != {str(os.getpid())}
 
@@ -106,7 +106,7 @@ def test_events_file_of_a_compare_replays_its_points_and_steps(tmp_path):
     proc = cli("compare", "--scenario", "power-io", "-b", "threads", "-n", "1,2", "--repeat", "2", "--warmup", "1",
                "--set", "power-io.sleep=0.02", "--no-progress", "--events", str(log), "--json", str(out))
     assert proc.returncode == 0, proc.stderr
-    evs = events.read_log(str(log))
+    evs = eventlog.read_log(str(log))
     kinds = Counter(e.kind for e in evs)
     points = json.loads(out.read_text())["runs"]
     assert kinds["point.start"] == kinds["point.end"] == len(points) == 3
@@ -131,14 +131,14 @@ def test_events_file_that_cannot_be_written_is_one_line_and_exit_2(tmp_path):
 def test_a_log_that_is_not_events_is_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{\"kind\": \"x\", \"t\": 1}\nnot json\n")
-    with pytest.raises(events.BadEventLog, match=r"bad.jsonl:2 is not a taskrace event"):
-        events.read_log(str(bad))
+    with pytest.raises(eventlog.BadEventLog, match=r"bad.jsonl:2 is not a taskrace event"):
+        eventlog.read_log(str(bad))
 
 
 def test_events_carry_no_secret(tmp_path):
     """The records' redaction applies to the log: a password in a URL never reaches it."""
     log = tmp_path / "ev.jsonl"
-    with events.JsonLinesLog(str(log)):
+    with eventlog.JsonLinesLog(str(log)):
         events.emit("status", text="broker redis://:s3cret-pw@127.0.0.1:6379/0")
     text = log.read_text()
     assert "s3cret-pw" not in text and "127.0.0.1:6379" in text
