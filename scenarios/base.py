@@ -11,7 +11,8 @@ channel, holds a lock) may also declare an ``async def`` twin with ``@coroutine_
 a tier that runs an event loop awaits the twin instead, so the wait lets other work run.
 
 Optional hooks (a scenario overrides them where it has something to say; the runner calls
-them on every scenario): ``supported_by`` (refuse a tier before anything starts),
+them on every scenario): ``supported_by`` (refuse a tier before anything starts), ``oracle_params`` (what
+the sequential baseline runs where it refuses these parameters),
 ``actors_needed`` (how many concurrent actors ``execute`` will ask for) and
 ``history_lines`` (every operation, for ``--history``).
 """
@@ -131,6 +132,12 @@ class Scenario:
         """Why these parameters cannot run on ``tier_cls`` (one line), or None if they can.
         Asked before any process starts."""
         return None
+
+    def oracle_params(self) -> dict:
+        """Where ``sequential`` (the oracle) refuses these parameters because they only move
+        work (mapreduce --reduce chord), the values it runs instead for the same answer;
+        compare's baseline of such a series is read at them ({}: none)."""
+        return {}
 
     def actors_needed(self, workers: int) -> int:
         """How many concurrent actors ``execute`` will start at ``-n workers`` (0: plain

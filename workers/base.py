@@ -139,6 +139,7 @@ class Tier:
     channel_bounded = True  # channel(maxsize) really blocks producers when full
     external = False  # tasks run in processes someone else started, outside the harness's tree
     bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "optimistic", "queue")
+    reduces_remotely = False  # map_reduce(): a reduce callback runs where the map tasks ran (a chord)
     cli_options: tuple[TierOption, ...] = ()  # the settings users may give: see TierOption
 
     def __init__(self, workers: int = 1, **options: Any) -> None:
@@ -186,6 +187,13 @@ class Tier:
         raise NotImplementedError
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:
+        raise NotImplementedError
+
+    def map_reduce(self, fn: Callable, args_list: list[tuple], reduce_fn: Callable):
+        """Map ``fn`` over ``args_list`` and reduce the values with ``reduce_fn(values)``
+        where the tasks ran, as one unit (Celery's chord): only on tiers whose
+        ``reduces_remotely`` is true. Returns an object with ``outcomes`` (one per map
+        task, then one for the reduce) and ``record`` (what it cost, for the results)."""
         raise NotImplementedError
 
     # events (taskrace.events) -------------------------------------------------------

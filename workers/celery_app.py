@@ -28,6 +28,8 @@ TASK_CALL = "taskrace.call"
 TASK_ACTOR = "taskrace.actor"
 TASK_PING = "taskrace.ping"
 TASK_OP = "taskrace.op"
+TASK_PART = "taskrace.part"  # a chord's map task (workers.celery_chord): raises on error
+TASK_REDUCE = "taskrace.reduce"  # a chord's body: the reduce, on a worker
 ALLOWED_PREFIX = "scenarios."
 
 
@@ -94,6 +96,10 @@ def make_app(broker_url: str, delivery: str | None = None) -> Celery:
     # behind it (which would deadlock a producer waiting for its consumer).
     app.task(name=TASK_ACTOR, bind=True, acks_late=True)(_call)
     app.task(name=TASK_PING, bind=True)(_ping)
+    # A chord (workers.celery_chord): its map tasks raise on error, so Celery marks them
+    # failed and the body gets ChordError; the body resolves its reduce by name, as above.
+    app.task(name=TASK_PART, bind=True)(_part)
+    app.task(name=TASK_REDUCE, bind=True)(_reduce)
     # The fault lab's operations: no result (progress is counted where the effect lands,
     # in the state store), and the delivery's redelivered flag handed to the function.
     app.task(name=TASK_OP, bind=True, ignore_result=True)(_op)
@@ -163,6 +169,40 @@ def _call(self, fn_path: str, args: list | None = None) -> dict:
     if (self.request.delivery_info or {}).get("redelivered"):
         out["redelivered"] = True
     return out
+
+
+class PartFailed(RuntimeError):
+    """A chord's map task failed: raised so that Celery marks it failed (its chord's body
+    then gets ChordError instead of running)."""
+
+
+def _part(self, fn_path: str, args: list | None = None) -> dict:
+    out = _call(self, fn_path, args)
+    if out["error"] is not None:
+        raise PartFailed(out["error"])
+    return out
+
+
+def _reduce(self, parts: list, fn_path: str) -> dict:
+    """A chord's body: ``parts`` are its map tasks' results (``_part``'s dicts, in header
+    order); ``fn_path`` reduces their values. Returns ``_call``'s dict for the reduce, with
+    each part's dict minus its value (the harness gets the parts' timings from here)."""
+    cpu0 = time.thread_time()
+    started = time.perf_counter()
+    value, error = None, None
+    try:
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise TypeError("a chord's body takes its header's results, a list of dicts")
+        value = _resolve(fn_path)([p.get("value") for p in parts])
+        json.dumps(value)
+    except Exception as exc:  # noqa: BLE001 - reported in the result
+        value, error = None, f"{type(exc).__name__}: {exc}"
+    return {"value": value, "error": error, "started": started, "finished": time.perf_counter(),
+            "worker": _worker_id(self), "cpu_s": time.thread_time() - cpu0, "max_rss": peak_rss(),
+            "parts": [{k: v for k, v in p.items() if k != "value"} for p in parts]
+            if isinstance(parts, list) else [],
+            # what the header carried into the body, as JSON: the chord's cost per result byte
+            "carried_bytes": len(json.dumps(parts, separators=(",", ":")))}
 
 
 def _op(self, fn_path: str, args: list) -> None:

@@ -59,6 +59,7 @@ class CeleryTier(Tier):
     shares_memory = False
     needs_broker = True
     bank_strategies = ("none", "lock", "atomic", "optimistic", "queue")
+    reduces_remotely = True  # map_reduce: a Celery chord (workers.celery_chord)
     cli_options = (
         TierOption("redis_url", "broker and result store (default: $REDIS_URL, else a private Redis "
                    "started for the run)", metavar="URL"),
@@ -309,6 +310,12 @@ class CeleryTier(Tier):
         flat = [(d, seen) for (value, seen), span in zip(arrivals, spans)
                 for d in (value if chunk > 1 and isinstance(value, list) else [value] * len(span))]
         return [self._outcome(i, d, submitted, seen) for i, (d, seen) in enumerate(flat)]
+
+    def map_reduce(self, fn, args_list, reduce_fn):
+        """A chord: map tasks and a reduce callback on the workers (workers.celery_chord)."""
+        from workers.celery_chord import run_chord
+
+        return run_chord(self, fn, args_list, reduce_fn)
 
     def refuses(self, scenario) -> str | None:
         """effectively-once promises what actors cannot keep here (no idempotency keys on

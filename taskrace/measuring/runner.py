@@ -29,6 +29,9 @@ WORKERS_HOW = {"cpu_percent": "CPU time of the tasks' own threads, measured wher
                                  "started); an actor run in the harness adds none (metrics.harness has that)",
                "os_processes": "processes that ran tasks", "threads": "not measured outside the harness"}
 REPLACED = ("cpu_percent", "cpu_seconds", "peak_rss_bytes", "os_processes", "threads")
+# Sections a scenario adds to a run's record (Execution.data["record"]), kept on each sample
+# and, from the median one, on the record: mapreduce --reduce chord's cost.
+OWN_SECTIONS = ("chord",)
 MIN_CPU_WINDOW_S = 0.1  # as taskrace.measuring.measure: 10 ms CPU ticks over less would read as noise
 
 
@@ -73,11 +76,13 @@ def measure(scenario, tier, history: list | None = None) -> dict:
         if work is not None:
             metrics["harness"] = {k: metrics[k] for k in (*REPLACED, "source", "how")}
             metrics.update(work)
-    return {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": metrics,
+    sample = {"wall_s": round(wall, 6), "tasks": execution.units, "metrics": metrics,
             "task_timing": task_timing(execution.outcomes), "latencies": latencies(execution.outcomes),
             "nodes": nodes(execution.outcomes), "node_metrics": node_metrics(execution.outcomes),
             "verdict": verdict.to_dict(),
             "answer_digest": digest(verdict.answer)}
+    sample.update(execution.data.get("record") or {})  # a scenario's own sections (mapreduce: "chord")
+    return sample
 
 
 def run_one(scenario, tier, history: list | None = None) -> dict:
@@ -112,6 +117,7 @@ def aggregate(scenario, tier, samples: list[dict]) -> dict:
     metrics["peak_rss_bytes"] = max((s["metrics"]["peak_rss_bytes"] for s in samples
                                      if s["metrics"]["peak_rss_bytes"] is not None), default=None)
     pooled = {k: [v for s in samples for v in s["latencies"].get(k, [])] for k in ("queue_wait", "run", "return")}
+    own = {k: typical[k] for k in OWN_SECTIONS if k in typical}  # the median run's, as its figures
     return {
         "scenario": scenario.name,
         "backend": tier.name,
@@ -135,6 +141,7 @@ def aggregate(scenario, tier, samples: list[dict]) -> dict:
         "answer_digest": (failed or typical)["answer_digest"],
         "repeats": samples,
         "environment": environment(),
+        **own,
     }
 
 

@@ -150,12 +150,19 @@ def expand(scenarios, backends, counts, strategies_for, params_for, sweeps_for,
                 # Each point's parameters as the scenario reads them (converted, defaults
                 # filled in: what its record will say), for its task count.
                 read = {n: get_scenario(name)(how.params_at(params, n)) for n in {1, *counts}}
-                for backend in dict.fromkeys(["sequential"] + list(backends)):
+                # Variants some backends refuse (mapreduce --reduce chord) skip them, as
+                # strategies do; refused by every backend given, they stay (validate() says why).
+                wanted = [b for b in backends if read[1].supported_by(get_tier(b)) is None] or list(backends)
+                for backend in dict.fromkeys(["sequential"] + wanted):
                     if strategy and strategy not in get_tier(backend).bank_strategies:
                         continue
+                    oracle = backend == "sequential" and read[1].supported_by(get_tier(backend)) is not None
                     for n in ([1] if backend == "sequential" else counts):
-                        points.append(Point(name, how.params_at(params, n), backend, n,
-                                            baseline=backend == "sequential",
+                        at = dict(how.params_at(params, n), **(read[1].oracle_params() if oracle else {}))
+                        if oracle and any(p.backend == backend and p.scenario == name and p.params == at
+                                          for p in points):
+                            continue  # the baseline these parameters are read at runs already
+                        points.append(Point(name, at, backend, n, baseline=backend == "sequential",
                                             scaling=how.record(read[n].task_count(), n, dict(read[1].p))))
     return points
 
@@ -279,7 +286,7 @@ def derive(records: list[dict]) -> list[dict]:
     baselines = {series_key(r): r for r in records if r["backend"] == "sequential"}
     series: dict[tuple, list] = {}
     for r in records:
-        base = baselines.get(series_key(r))
+        base = baselines.get(series_key(r)) or baselines.get(oracle_key(r))
         if base is None or not r["wall_s"]:
             continue
         scaling = r.get("scaling") or {}
@@ -300,6 +307,20 @@ def derive(records: list[dict]) -> list[dict]:
         fit.update(amdahl(runs))
         out.append(fit)
     return out
+
+
+def oracle_key(run: dict) -> tuple[str, str] | None:
+    """The series whose sequential baseline ``run`` is read against when sequential
+    refuses its own parameters (``Scenario.oracle_params``: mapreduce --reduce chord is
+    read against --reduce harness), or None."""
+    from scenarios import get_scenario
+
+    key = series_key(run)
+    try:
+        oracle = get_scenario(run["scenario"])(json.loads(key[1])).oracle_params()
+    except Exception:  # noqa: BLE001 - a record of another version: no baseline to borrow
+        return None
+    return (key[0], json.dumps(dict(json.loads(key[1]), **oracle), sort_keys=True)) if oracle else None
 
 
 def amdahl(runs: list[dict]) -> dict:

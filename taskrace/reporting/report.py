@@ -226,9 +226,26 @@ def print_details(record: dict, console: Console | None = None) -> None:
             console.print(f"{key.replace('_', ' ')}: {d[key]}")
     for err in d.get("errors", [])[:5]:
         console.print(f"[red]error[/] {err}")
+    if (record.get("chord") or {}).get("ran"):  # mapreduce --reduce chord: only such records print it
+        console.print(chord_line(record["chord"]))
     for node, m in record.get("node_metrics", {}).items():
         console.print(f"executor {node}: {m['tasks']} tasks, {m['cpu_s']:.3f} CPU s, "
                       f"peak RSS {m['max_rss_bytes'] / 2**20:,.0f} MB")
     seen = record["metrics"]["processes_seen"]
     console.print(f"OS processes seen during the run: {len(seen)} "
                   f"({', '.join(sorted({p['name'] for p in seen}))})")
+
+
+def chord_line(c: dict) -> str:
+    """One line for a chord's cost (workers.celery_chord), beside the plain group's."""
+    wait = c.get("reduce_wait_s")
+    text = f"chord: reduce on {c.get('reduce_worker')} waited " + \
+        ("?" if wait is None else f"{wait * 1e3:.1f} ms") + " after the last map task"
+    ref = c.get("reference")
+    if ref:
+        per_byte = c.get("extra_net_bytes_per_result_byte")
+        text += (f"; {c['extra_commands_per_map_task']:+.1f} Redis commands per map task "
+                 f"({c['commands_per_map_task']:.1f} vs {ref['commands_per_map_task']:.1f} as a plain group)"
+                 + ("" if per_byte is None else f", {per_byte:+.1f} bytes on the wire per result byte "
+                    f"carried into the body ({c['carried_bytes']:,} B)"))
+    return text
