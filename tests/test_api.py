@@ -161,3 +161,31 @@ def test_the_readmes_python_example_runs_as_written(tmp_path):
     assert "taskrace run power-io" in out.stdout
     assert json.loads((tmp_path / "power-io.json").read_text())["runs"]
     assert (tmp_path / "power-io-report" / "index.html").exists()
+
+
+def test_faults_and_network_return_their_documents(tmp_path):
+    """The fault lab and the network study through the library: their result objects print
+    the command's tables, write the command's JSON (read back by taskrace.load), and the
+    stream told of the fault as it fired."""
+    try:
+        from celery_fixtures import require_redis_binary
+    except ImportError:
+        from tests.celery_fixtures import require_redis_binary
+    require_redis_binary()
+    heard = []
+    f = taskrace.faults(fault="kill-worker", mode="at-most-once", ops=12, no_contrast=True, progress=False,
+                        on_event=heard.append)
+    assert isinstance(f, taskrace.FaultResults) and len(f.records) == 1
+    fired = [e for e in heard if e.kind == "fault.fired"]
+    assert len(fired) == 1 and fired[0]["fault"] == "kill-worker" and f.records[0]["fired"] is True
+    assert "kill-worker" in str(f) and "at-most-once" in str(f)
+    assert f.exit_code == (1 if f.records[0]["kept"] is False else 0)
+    back = taskrace.load(f.to_json(str(tmp_path / "f.json")))
+    assert isinstance(back, taskrace.FaultResults) and back.records[0]["counts"] == f.records[0]["counts"]
+    assert len(f.to_dataframe()) == 1
+
+    n = taskrace.network(rtt=[0, 1], workloads=["noop"], repeat=1, seconds=0.2, no_scaling=True, progress=False)
+    assert isinstance(n, taskrace.NetworkResults) and {s["rtt_ms"] for s in n.samples} == {0.0, 1.0}
+    assert "noop" in str(n)
+    back = taskrace.load(n.to_json(str(tmp_path / "n.json")))
+    assert isinstance(back, taskrace.NetworkResults) and back.samples == n.samples
