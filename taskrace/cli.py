@@ -192,7 +192,7 @@ def cmd_compare(args, console: Console) -> int:
         print_plan(points, args, console)
         return EXIT_OK
     err = Console(stderr=True)
-    with ProgressBar(err, disable=args.no_progress):
+    with ProgressBar(err, disable=args.no_progress), _points_file(args.json):
         records, fits, capacity = execute_compare(points, args)
     notes = show(records, args, columns, console, err, title=f"taskrace compare (median of {args.repeat})",
                  doc=lambda: document(records, fits=fits, capacity=capacity))
@@ -217,6 +217,15 @@ def cmd_compare(args, console: Console) -> int:
         if r.get("agrees_with_sequential") is False:
             notes.print(f"[red]{r['scenario']} on {r['backend']} -n {r['workers']} disagrees with sequential[/]")
     return compare_exit_code(records, args.expect_safe)
+
+
+def _points_file(path: str | None):
+    """--json written as each point ends (taskrace.reporting.results.ResultsWriter)."""
+    from contextlib import nullcontext
+
+    from taskrace.reporting.results import ResultsWriter
+
+    return ResultsWriter(path) if path else nullcontext()
 
 
 def _diff(args, console: Console) -> int:

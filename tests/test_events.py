@@ -190,3 +190,34 @@ def test_celery_without_a_task_listener_sends_no_task_events(tmp_path):
     assert record["verdict"]["ok"]
     assert not [e for e in heard if e.kind.startswith("task.")]
     assert [e.kind for e in heard][:1] == ["point.start"]
+
+
+def test_json_holds_every_finished_point_when_a_compare_is_cut_short(tmp_path):
+    """--json is the stream's subscriber: written as each point ends, so Ctrl-C in the
+    middle of a compare leaves the points it finished, in a file taskrace report reads."""
+    import signal
+    import time
+
+    from taskrace.reporting.results import load_json
+
+    out = tmp_path / "r.json"
+    env = dict(os.environ, COLUMNS="200")
+    proc = subprocess.Popen([sys.executable, "-m", "taskrace", "compare", "--scenario", "power-io", "-b", "threads",
+                             "-n", "1,2", "--set", "power-io.sleep=0.3", "--repeat", "3", "--warmup", "1",
+                             "--no-progress", "--json", str(out)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not out.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the compare ended before its first point was written"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    runs = load_json(str(out))["runs"]
+    assert 1 <= len(runs) < 3  # three points planned: sequential, threads -n 1, -n 2
+    assert all(r["verdict"]["ok"] and len(r["repeats"]) == 3 for r in runs)

@@ -76,6 +76,33 @@ def write_json(path: str, records: list[dict], fits: list[dict] | None = None,
     write_document(path, document(records, fits, capacity))
 
 
+class ResultsWriter:
+    """``--json FILE`` as the event stream's subscriber: the file is written again, whole,
+    as each point ends (``point.end``), so a run cut short by Ctrl-C, a broker that goes
+    away or a dead machine still leaves every point it finished; the command writes the
+    complete document (fits, CPU capacity) over it at the end."""
+
+    def __init__(self, path: str) -> None:
+        from taskrace import events
+
+        self.path, self.records = path, []
+        self._sub = events.subscribe(self.on_event, tasks=False)
+
+    def on_event(self, event) -> None:
+        if event.kind == "point.end":
+            self.records.append(event["record"])
+            write_json(self.path, self.records)
+
+    def close(self) -> None:
+        self._sub.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class BadResults(ValueError):
     """A results file that cannot be used; the message is one line."""
 
