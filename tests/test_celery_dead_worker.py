@@ -240,6 +240,22 @@ def test_an_external_worker_that_stops_answering_pings_is_taken_for_dead(embedde
     _bound_held(incident)
 
 
+def test_external_workers_in_another_delivery_mode_are_refused(embedded_redis, celery_workers):
+    """Late acks and the visibility timeout act in the worker: a harness promising
+    at-least-once (here from $TASKRACE_DELIVERY, the default of --delivery, as the compose lab
+    sets it) to workers started with Celery's defaults would misjudge every loss. One line,
+    exit 2, naming the workers and their mode, before any task is sent."""
+    celery_workers(2, queues="taskrace")
+    with MarkedRun("run", "power-io", "-b", "celery", "-n", "2", "--tasks", "2", "--sleep", "0",
+                   "--external-workers", "--redis-url", embedded_redis.url, drop_env=NO_URL,
+                   env={"TASKRACE_DELIVERY": "at-least-once"}) as run:
+        assert run.communicate(QUICK_S) == 2, run.out + run.err
+    lines = run.stderr_lines()
+    assert len(lines) == 1 and "Traceback" not in run.err, run.err
+    assert "--delivery at-least-once" in lines[0] and "run at-most-once" in lines[0], lines
+    assert "w1@" in lines[0] and "w2@" in lines[0] and "TASKRACE_DELIVERY=at-least-once" in lines[0], lines
+
+
 def test_bad_delivery_input_is_one_line_exit_2():
     for args in (["--delivery", "sometimes"], ["--acks-late", "--delivery", "at-most-once"]):
         with MarkedRun("run", "power-io", "-b", "celery", "--tasks", "1", "--sleep", "0", *args,

@@ -38,8 +38,8 @@ import time
 from taskrace import events
 from workers.base import Outcome, Tier, TierFailure, TierOption
 from workers.celery_workers import CELERY_ENV_OVERRIDES, POOLS, start_worker, stop_workers, wait_ready
-from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, MODES,
-                              redelivers_after_worker_death, resolve, saving_mode)
+from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, KOMBU_DEFAULT_VISIBILITY_S,
+                              MODES, redelivers_after_worker_death, resolve, saving_mode)
 from workers.infra.latency_proxy import LatencyProxy, parse_latency, redis_target, through
 from workers.infra.redis_server import EmbeddedRedis, check_redis, redact_url
 from workers.redis_state import RedisAccounts, RedisChannel, RedisLock, client
@@ -93,8 +93,9 @@ class CeleryTier(Tier):
         self.redis_url = redis_url or os.environ.get("REDIS_URL") or None
         self.pool, self.concurrency, self.prefetch = pool, concurrency, prefetch
         # One DeliveryMode, resolved here: the harness's app and every worker get its name
-        # (TASKRACE_DELIVERY), so both apply the very settings the fault lab prints.
-        self.delivery = resolve(delivery, acks_late)
+        # (TASKRACE_DELIVERY), so both apply the very settings the fault lab prints. No
+        # --delivery: $TASKRACE_DELIVERY (the compose lab gives its lab and workers the same).
+        self.delivery = resolve(delivery or os.environ.get(DELIVERY_ENV) or None, acks_late)
         self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
         self.chunk, self.task_timeout = chunk, task_timeout
         self.incidents: list[dict] = []  # workers that died under a run, and what it cost
@@ -193,6 +194,7 @@ class CeleryTier(Tier):
             raise TierFailure(f"celery: task events: {exc}") from None
         if self.external:
             self._await_external(self.workers)
+            self._check_external_delivery()
             self._main_nodes = sorted(self._nodes_up)[:self.workers]
             replies = self.app.control.add_consumer(self.queue, destination=self._main_nodes,
                                                     reply=True, timeout=5.0)
@@ -222,6 +224,34 @@ class CeleryTier(Tier):
             if time.monotonic() > deadline:
                 raise TierFailure(f"celery: {len(self._nodes_up)} external workers answer, "
                                   f"{count} needed (scale the worker service)")
+
+    def _check_external_delivery(self) -> None:
+        """Late acks and the visibility timeout act in the worker, not in the message: external
+        workers apply the mode they were started with (their TASKRACE_DELIVERY). A harness
+        promising another would judge their losses by the wrong rules: refused, one line."""
+        want = self.delivery
+
+        def key(settings: dict, visibility_timeout) -> tuple:
+            return (bool(settings.get("task_acks_late")), bool(settings.get("task_reject_on_worker_lost")),
+                    visibility_timeout)
+
+        try:
+            confs = self.app.control.inspect(destination=self._nodes_up, timeout=2.0).conf() or {}
+        except Exception:  # noqa: BLE001 - cannot ask: the run's verdicts say what happened
+            return
+        odd = {node: key(c, (c.get("broker_transport_options") or {}).get("visibility_timeout",
+                                                                          KOMBU_DEFAULT_VISIBILITY_S))
+               for node, c in confs.items() if isinstance(c, dict)}
+        odd = {node: k for node, k in odd.items() if k != key(want.settings, want.visibility_timeout_s)}
+        if odd:
+            from scenarios.base import BadInput
+
+            theirs = sorted({next((m.name for m in MODES.values() if key(m.settings, m.visibility_timeout_s) == k),
+                                  "other settings") for k in odd.values()})
+            raise BadInput(f"celery --delivery {want.name}: the external workers {', '.join(sorted(odd))} run "
+                           f"{' / '.join(theirs)} (late acks and the visibility timeout act in the worker); start "
+                           f"them with TASKRACE_DELIVERY={want.name} (the lab: TASKRACE_DELIVERY={want.name} "
+                           f"docker compose up, which gives the lab the same mode)")
 
     def _start_workers(self, count: int, tag: str, queues: str) -> None:
         if self.external:
@@ -817,6 +847,8 @@ class _Watch:
             self.noticed_at = time.monotonic()
             self.pending_at_notice = len(self.ids) - len(self.values)
             live, _ = self.tier._live_nodes()
+            if self.tier.external and not self.actors:  # plain tasks: only the -n that took the run's queue
+                live = [n for n in live if n in self.tier._main_nodes]
             self.survivors = len(live)
 
     def on_interval(self) -> None:
