@@ -457,6 +457,78 @@ def test_up_scale_worker_2_exit_code_from_lab(version, engine, images, tmp_path)
         shutil.rmtree(results, ignore_errors=True)
 
 
+# Sequential (the baseline, always run) 4 x 1.5 s, then celery -n 2: each worker holds a task
+# when one is killed (running under late acks; running and one prefetched under early acks).
+KILL_LAB = ["--scenario", "power-io", "--backend", "celery", "-n", "2", "--set", "power-io.tasks=4",
+            "--set", "power-io.sleep=1.5", "--repeat", "1", "--warmup", "0", "--no-progress"]
+# The kill is the celery tier's business, not Compose's: one delivery mode per stack, so each
+# half runs once (Compose v1's stack: at-most-once, v2's: at-least-once), on the lab already up.
+KILL_MODE = {"v1": "at-most-once", "v2": "at-least-once"}
+
+
+def test_docker_kill_of_a_worker_ends_the_labs_compare(stack):
+    """`docker kill` of the worker container that took a task, during the lab's compare: the
+    compare ends by itself (the tier pings its external workers once results stall), within
+    the bound its record states. Under at-most-once: exit 1, the lost tasks named (stderr and
+    the record); under at-least-once (TASKRACE_DELIVERY for the workers and the lab alike):
+    the task comes back, every task done, exit 0. Nothing is left running: no one-off lab
+    container, the run's queue gone from Redis."""
+    import datetime
+
+    mode = KILL_MODE[stack.version]
+    env = dict(stack.env, TASKRACE_DELIVERY=mode)
+    # Two workers in this mode (recreated when it changes the service's environment).
+    stack.compose("up", "-d", "--no-deps", "--timeout", "5", "--scale", "worker=2", "worker", env=env,
+                  timeout=180)
+    assert len(stack.running_workers()) == 2, [c.name for c in stack.containers("worker")]
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+    out, err = (stack.results / f"kill-{mode}.out").open("w+"), (stack.results / f"kill-{mode}.err").open("w+")
+    proc = subprocess.Popen([*stack.tool, "-p", stack.project, "run", "--rm", "--no-deps", "lab", "taskrace",
+                             "compare", *KILL_LAB, "--json", f"results/kill-{mode}.json"],
+                            cwd=REPO_ROOT, env=env, stdout=out, stderr=err, text=True)
+    victim = None
+    try:
+        while victim is None and proc.poll() is None:  # the first worker to receive a task
+            victim = next((c for c in stack.running_workers() if b"] received" in c.logs(since=since)), None)
+            time.sleep(0.1)
+        assert victim is not None, "the compare ended before a worker received a task"
+        victim.kill()
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out.seek(0), err.seek(0)
+    text = out.read() + err.read()
+    doc = json.loads((stack.results / f"kill-{mode}.json").read_text())
+    record = next(r for r in doc["runs"] if r["backend"] == "celery")
+    incident = record["tier"]["dead_workers"][0]
+    victim.reload()
+    assert victim.status == "exited" and victim.attrs["State"]["ExitCode"] == 137
+    assert record["tier"]["delivery"]["mode"] == mode and incident["mode"] == mode
+    assert node_name(victim) in record["tier"]["nodes_for_tasks"], record["tier"]
+    if mode == "at-most-once":
+        assert code == 1, text[-3000:]
+        assert incident["lost"] and incident["would_have_saved"] == "at-least-once", incident
+        assert [d["node"] for d in incident["died"]] == [node_name(victim)], incident
+        assert "pings" in incident["died"][0]["how"], incident
+        assert incident["verdict"] in text and "lost" in incident["verdict"], text[-3000:]  # tasks named
+        assert not record["verdict"]["ok"] and record["tasks"] == 4
+    else:
+        assert code == 0, text[-3000:]
+        assert record["verdict"]["ok"] and record["tasks"] == 4, record["verdict"]
+        assert incident["lost"] == [] and incident["redelivered"], incident  # the victim's task came back
+    # the bound the record states, from the work and the visibility timeout
+    assert incident["within_bound"] is not False, incident
+    if incident["noticed_s"] is not None:
+        assert incident["ended_after_notice_s"] <= incident["bound_s"], incident
+    # nothing left running: the one-off lab container is gone, and so is the run's queue
+    assert [c.name for c in stack.containers("lab") if c.labels.get("com.docker.compose.oneoff") == "True"] == []
+    redis_c = stack.containers("redis")[0]
+    code, keys = redis_c.exec_run(["redis-cli", "--scan", "--pattern", f"*{record['tier']['queue']}*"])
+    assert code == 0 and keys.strip() == b"", keys
+
+
 def test_down_removes_every_container_network_and_volume(stack):
     assert stack.leftovers()["volumes"], "the stack should have its redis volume before down"
     stack.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180)
