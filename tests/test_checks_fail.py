@@ -35,7 +35,8 @@ from workers.sequential import SequentialTier
 def compare(monkeypatch, tmp_path, capsys):
     """``taskrace compare ARGS`` in this process: (exit code, stdout, the JSON document)."""
     monkeypatch.setenv("COLUMNS", "200")  # a wide table: no cell cut
-    monkeypatch.setattr(cli, "usable_cpus", lambda: 1)  # skip the CPU capacity measure: not under test
+    # skip the CPU capacity measure: not under test
+    monkeypatch.setattr("taskrace.measuring.matrix.usable_cpus", lambda: 1)
     sigterm = signal.getsignal(signal.SIGTERM)
 
     def go(*args: str):
