@@ -79,6 +79,7 @@ import time
 from collections import Counter
 
 from scenarios.base import Execution, Param, Scenario, Verdict, coroutine_twin, task_errors
+from taskrace import events
 from workers.base import Actor, apply_deltas
 
 STRATEGIES = {
@@ -436,6 +437,12 @@ class Bank(Scenario):
                            "final": accounts.snapshot(), "errors": task_errors(results)})
             outcomes += results
             units += sum(len(ops) for ops in plans)
+            # the money after each trial against what the plan makes of it (a guarded transfer
+            # moves money, never makes it): the live view's money line
+            planned = [op for ops in plans for op in ops]
+            final = trials[-1]["final"]
+            events.emit("money.sample", trial=trial, total=sum(final), expected=sum(self.initial()) + sum(
+                d for op in planned for _, d in op["deltas"]), strategy=strategy, backend=tier.name)
         return Execution(outcomes, units=units, data={"trials": trials, "actors": actors})
 
     def check(self, execution, tier) -> Verdict:

@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from scenarios import SCENARIOS, get_scenario
-from taskrace.reporting.columns import select as select_columns
 from taskrace.errors import BAD_INPUT
 from taskrace.eventlog import JsonLinesLog
 from taskrace.measuring.matrix import EXIT_FAILED, EXIT_OK, exit_code  # noqa: F401 - exit_code: tests read it here
 from taskrace.options import UsageError, check_writable, tier_options
 from taskrace.parser import build_parser
 from taskrace.progress import ProgressBar
+from taskrace.reporting.columns import select as select_columns
 from taskrace.reporting.report import csv_text, markdown, print_details, print_runs
 from taskrace.reporting.results import document, write_json
 from workers import TIERS, MissingDependency, get_tier, load

@@ -20,10 +20,10 @@ import psutil
 import pytest
 
 from celery_fixtures import embedded_redis, celery_workers, start_worker  # noqa: F401 (fixtures)
+from taskrace import events
+from taskrace.measuring import counting
 from workers.celery_events import CeleryTaskEvents, group_ids
 from workers.celery_workers import stop_workers, wait_ready, worker_argv
-from taskrace.measuring import counting
-from taskrace import events
 
 NOOP = ("scenarios.power:calculate_raise_to", [[], 0])  # returns [] at once
 

@@ -221,3 +221,15 @@ def test_json_holds_every_finished_point_when_a_compare_is_cut_short(tmp_path):
     runs = load_json(str(out))["runs"]
     assert 1 <= len(runs) < 3  # three points planned: sequential, threads -n 1, -n 2
     assert all(r["verdict"]["ok"] and len(r["repeats"]) == 3 for r in runs)
+
+
+@pytest.mark.parametrize("tier", ["threads", "processes"])
+def test_the_bank_tells_its_money_after_each_trial(tier):
+    """money.sample: the total after each trial against the plan's; their difference is
+    the checker's drift, trial by trial (the unsafe strategy's money made or lost)."""
+    with events.Recorder(tasks=False) as rec:
+        record = run("bank", tier, workers=2, trials=3, steps=30, strategy="none")
+    samples = [e for e in rec.events if e.kind == "money.sample"]
+    assert [e["trial"] for e in samples] == [0, 1, 2]
+    drift = [e["total"] - e["expected"] for e in samples]
+    assert drift == record["verdict"]["details"]["drift_per_trial"]

@@ -40,8 +40,8 @@ except ImportError:  # tests/ imported as a package
     from tests.docker_helpers import (PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools,
                                       sh as _sh, unavailable as _unavailable)
 
-from taskrace.lab.cluster import LABEL_PROJECT, LABEL_SERVICE  # noqa: E402
 from taskrace.faultlab.lab import LABEL_ROLE, LABEL_RUN, NO_PERSISTENCE_CHOICE, node_of  # noqa: E402
+from taskrace.lab.cluster import LABEL_PROJECT, LABEL_SERVICE  # noqa: E402
 
 TAG = "test"
 FAULTS_YML = "compose/faults.yml"

@@ -22,10 +22,10 @@ try:
 except ImportError:  # tests/ imported as a package
     from tests.conftest import REPO_ROOT, cli, stderr_lines
 
-from taskrace.reporting import plots
-from taskrace.reporting.html_report import write_report
 from taskrace.measuring.stats import amdahl_fit, amdahl_speedup, karp_flatt, percentile, percentiles, spread
 from taskrace.measuring.sweep import derive
+from taskrace.reporting import plots
+from taskrace.reporting.html_report import write_report
 
 CHART_NAMES = ("speedup", "wall", "latency", "bank")
 COMPARE_TIMEOUT = 900

@@ -32,11 +32,11 @@ from taskrace.measuring import bench
 
 from taskrace.lab import cluster
 
+from taskrace.measuring.sweep import derive
 from taskrace.reporting import diff
 from taskrace.reporting.columns import BY_KEY, COLUMNS, seconds, verdict_full
 from taskrace.reporting.report import csv_text, markdown, print_runs, rows_of, runs_table
 from taskrace.reporting.results import document
-from taskrace.measuring.sweep import derive
 
 WIDTHS = [80, 100]
 # The cheap real runs: a sleep-free power-io, the bank's unsafe strategy (a long verdict),

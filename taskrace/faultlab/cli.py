@@ -14,9 +14,9 @@ from rich.table import Table
 from taskrace.faultlab.document import document, notes, write_json
 from taskrace.faultlab.nemesis import FAULTS
 from taskrace.faultlab.run import WORKLOADS, FaultSpec, run_fault
+from taskrace.measuring.stats import spread
 from taskrace.options import UsageError, add_events_option, check_writable, names_in
 from taskrace.progress import ProgressBar
-from taskrace.measuring.stats import spread
 from workers.delivery import DEFAULT_MODES, MODES
 from workers.infra.redis_server import PERSISTENCE
 

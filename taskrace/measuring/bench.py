@@ -55,11 +55,11 @@ from rich.text import Text
 from scenarios.base import BadInput
 from scenarios.mapreduce import sum_of_powers
 from scenarios.power import PowerCPU, calculate_raise_to
-from taskrace.measuring import counting
-from taskrace.reporting import tables
+from taskrace.measuring import counting, stats
 from taskrace.measuring.capacity import measure_capacity
-from taskrace.reporting.results import environment
 from taskrace.measuring.runner import prepare, run_one
+from taskrace.reporting import tables
+from taskrace.reporting.results import environment
 from workers import get_tier
 from workers.base import TierFailure
 from workers.infra.redis_server import RedisUnavailable, check_redis, find_redis_server
@@ -110,9 +110,11 @@ class Plan:
 
 # statistics ------------------------------------------------------------------------------
 def spread(samples: list[float], digits: int = 6) -> dict:
-    """Median and min–max of one measurement's repeats (raw samples kept)."""
-    return {"median": round(statistics.median(samples), digits), "min": round(min(samples), digits),
-            "max": round(max(samples), digits), "samples": [round(s, digits) for s in samples]}
+    """Median and min–max of one measurement's repeats (taskrace.measuring.stats'), rounded,
+    raw samples kept."""
+    s = stats.spread(samples)
+    return {"median": round(s["median"], digits), "min": round(s["min"], digits),
+            "max": round(s["max"], digits), "samples": [round(v, digits) for v in samples]}
 
 
 def ratio(a: float, b: float, digits: int = 4) -> float:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from scenarios import SCENARIOS, get_scenario
 from taskrace import events
 from taskrace.measuring.capacity import measure_capacity, usable_cpus
-from taskrace.options import UsageError, flag_items, names_in, parse_sets, tier_options
 from taskrace.measuring.runner import prepare, run_one
+from taskrace.options import UsageError, flag_items, names_in, parse_sets, tier_options
 from workers import TIERS, available_tiers, get_tier
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -13,8 +13,8 @@ from scenarios import get_scenario
 from scenarios.base import BadInput
 from taskrace import events
 from taskrace.measuring.measure import TreeSampler
-from taskrace.reporting.results import digest, environment
 from taskrace.measuring.stats import percentiles, spread
+from taskrace.reporting.results import digest, environment
 from workers import get_tier
 
 

@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 
 from taskrace import events
-from taskrace.reporting.report import series_key
 from taskrace.measuring.runner import aggregate, measure, prepare
 from taskrace.measuring.stats import amdahl_fit, karp_flatt
+from taskrace.reporting.report import series_key
 
 SCALINGS = ("strong", "weak", "as-given")
 DEFAULT_SCALING = "strong"

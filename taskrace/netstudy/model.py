@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import statistics
 
-from taskrace.netstudy.plan import WORKER_TRIPS
 from taskrace.measuring.stats import spread
+from taskrace.netstudy.plan import WORKER_TRIPS
 
 
 def fit_line(points: list[tuple[float, float]]) -> tuple[float, float] | None:

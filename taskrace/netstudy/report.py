@@ -19,9 +19,9 @@ import time
 import matplotlib
 from matplotlib.ticker import FuncFormatter
 
+from taskrace.netstudy.printing import commands_sentence, measured_sentence, ms, pays_sentences, rate, verdict
 from taskrace.reporting import plots
 from taskrace.reporting.html_report import esc, figure, page, section_environment, write_page
-from taskrace.netstudy.printing import commands_sentence, measured_sentence, ms, pays_sentences, rate, verdict
 
 COST_TITLE = "Cost per task vs round-trip time"
 SCALING_TITLE = "Local vs distributed scaling"

@@ -11,8 +11,8 @@ import json
 from rich.console import Console
 from rich.text import Text
 
-from taskrace.reporting import tables
 from taskrace.measuring.capacity import figures as capacity_figures, span
+from taskrace.reporting import tables
 from taskrace.reporting.columns import seconds
 from taskrace.reporting.report import panels, series_key
 

@@ -14,8 +14,8 @@ import json
 import os
 import time
 
-from taskrace.reporting import plots
 from taskrace.measuring.capacity import figures as capacity_figures
+from taskrace.reporting import plots
 from taskrace.reporting.columns import COLUMNS, Row, seconds
 from taskrace.reporting.report import panels, rows_of, series_key
 

@@ -26,8 +26,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from taskrace.measuring.capacity import figures as capacity_figures
-from taskrace.reporting.report import panels, series_key
 from taskrace.measuring.stats import amdahl_speedup
+from taskrace.reporting.report import panels, series_key
 from workers import TIERS
 
 DPI = 100
