@@ -80,6 +80,15 @@ def add_events_option(p: argparse.ArgumentParser) -> None:
                    "(JSON lines: points, tasks queued/started/finished, ...; replay or study it later)")
 
 
+def add_study_options(p: argparse.ArgumentParser, json_help: str, dry_run_help: str) -> None:
+    """What a study command (network, knobs) takes besides its own options: --json FILE,
+    --no-progress, --dry-run and --events FILE."""
+    p.add_argument("--json", metavar="FILE", help=json_help)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help=dry_run_help)
+    add_events_option(p)
+
+
 def whole_number(text: str) -> int:
     try:
         return int(text)

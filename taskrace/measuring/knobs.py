@@ -45,7 +45,7 @@ from rich.console import Console
 
 from taskrace import events
 from taskrace.measuring import counting
-from taskrace.options import UsageError, add_events_option, check_writable
+from taskrace.options import UsageError, add_study_options, check_writable
 from taskrace.reporting import tables
 from workers.base import TierFailure
 
@@ -590,10 +590,7 @@ def add_knobs_parser(sub) -> None:
                    help="Celery's t/benchmarks/bench_worker.py already on disk (default: pip download "
                         "of the installed Celery's sdist, cached in ~/.cache/taskrace)")
     p.add_argument("--quick", action="store_true", help="small batches, one run: checks it works")
-    p.add_argument("--json", metavar="FILE", help="write every sample here (JSON)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="check the options, print the ladder, stop")
-    add_events_option(p)
+    add_study_options(p, "write every sample here (JSON)", "check the options, print the ladder, stop")
 
 
 def cmd_knobs(args, console: Console) -> int:

@@ -7,7 +7,7 @@ from taskrace.netstudy.document import write_json
 from taskrace.netstudy.measure import study
 from taskrace.netstudy.plan import DEFAULT_RTTS, KINDS, plan_from, print_plan
 from taskrace.netstudy.printing import print_all
-from taskrace.options import add_events_option
+from taskrace.options import add_study_options
 from taskrace.progress import ProgressBar
 
 
@@ -32,12 +32,8 @@ def add_network_parser(sub) -> None:
                    help="round-trip times of its celery series (default: the smallest --rtt and the one "
                         "nearest 5 ms: 0,5)")
     p.add_argument("--no-scaling", action="store_true", help="leave the scaling part out")
-    p.add_argument("--json", metavar="FILE", help="write every raw sample here (JSON)")
     p.add_argument("--report", metavar="DIR", help="write the charts (PNG, SVG) and index.html here")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--dry-run", action="store_true", help="check the options, print the plan, stop")
-    add_events_option(p)
-
+    add_study_options(p, "write every raw sample here (JSON)", "check the options, print the plan, stop")
 
 
 def cmd_network(args, console: Console) -> int:
