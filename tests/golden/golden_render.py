@@ -26,11 +26,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _first(*names):
     """The first of these modules that imports (the fault lab and the network study
     moved between versions)."""
+    import taskrace
+
+    # only a module of the same tree as the taskrace package imported: an editable install's
+    # finder may hand out today's modules beside an older tree on PYTHONPATH
+    root = os.path.dirname(os.path.dirname(os.path.abspath(taskrace.__file__))) + os.sep
     for name in names:
         try:
-            return importlib.import_module(name)
+            module = importlib.import_module(name)
         except ImportError:
             continue
+        if os.path.abspath(module.__file__).startswith(root):
+            return module
     raise ImportError(names)
 
 
