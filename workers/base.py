@@ -86,6 +86,12 @@ def where() -> str:
     return f"{os.getpid()}/{threading.current_thread().name}"
 
 
+def node_of(worker: str) -> str:
+    """The executor an Outcome's ``worker`` names: a Celery node less its ":pid", or the
+    local "pid/thread" as it is (what a record's ``nodes`` count)."""
+    return worker.rsplit(":", 1)[0]
+
+
 def peak_rss() -> int | None:
     """Peak resident memory of this process, in bytes (ru_maxrss is KiB on Linux)."""
     try:
@@ -221,14 +227,18 @@ class Tier:
         """Stamp an outcome as the caller has it back, and tell the stream."""
         outcome.submitted, outcome.seen = submitted, time.perf_counter()
         if events.wants_tasks():
-            worker = outcome.worker.rsplit(":", 1)[0] if ":" in outcome.worker else outcome.worker
-            started, finished = events.epoch(outcome.started), events.epoch(outcome.finished)
-            if outcome.index not in self._told_started:
-                events.emit("task.started", backend=self.name, index=outcome.index, started=started,
-                            worker=worker)
-            events.emit("task.finished", backend=self.name, index=outcome.index, started=started,
-                        finished=finished, worker=worker, ok=outcome.error is None, error=outcome.error)
+            self._tell_done(outcome)
         return outcome
+
+    def _tell_done(self, outcome: "Outcome") -> None:
+        """task.started (unless told as it happened) and task.finished of ``outcome``, its
+        worker named as the record's nodes name it."""
+        worker = node_of(outcome.worker)
+        started, finished = events.epoch(outcome.started), events.epoch(outcome.finished)
+        if outcome.index not in self._told_started:
+            events.emit("task.started", backend=self.name, index=outcome.index, started=started, worker=worker)
+        events.emit("task.finished", backend=self.name, index=outcome.index, started=started,
+                    finished=finished, worker=worker, ok=outcome.error is None, error=outcome.error)
 
     # shared state --------------------------------------------------------------
     def accounts(self, balances: list[int]):

@@ -419,11 +419,7 @@ class CeleryTier(Tier):
                                   f"the {self.task_timeout:.0f} s timeout")
             arrivals[i] = (local[i], local[i]["seen"])
             if self._events is not None:
-                d, node = local[i], local[i]["worker"].rsplit(":", 1)[0]
-                events.emit("task.started", backend=self.name, index=i, started=events.epoch(d["started"]),
-                            worker=node)
-                events.emit("task.finished", backend=self.name, index=i, started=events.epoch(d["started"]),
-                            finished=events.epoch(d["finished"]), worker=node, ok=d["error"] is None)
+                self._tell_done(self._outcome(i, local[i], submitted, local[i]["seen"]))
         if self._events is not None and remote:
             self._events.drain()
         return [self._outcome(i, arrivals[i][0], submitted, arrivals[i][1]) for i in range(len(actors))]

@@ -16,6 +16,7 @@ from taskrace.measuring.measure import TreeSampler
 from taskrace.measuring.stats import percentiles, spread
 from taskrace.reporting.results import digest, environment
 from workers import get_tier
+from workers.base import node_of
 
 
 MAX_WORKERS = 256  # a sanity bound: -n 100000 would fork until the machine falls over
@@ -146,7 +147,7 @@ def aggregate(scenario, tier, samples: list[dict]) -> dict:
 
 
 def _node(outcome) -> str:
-    return outcome.worker.rsplit(":", 1)[0]
+    return node_of(outcome.worker)
 
 
 def node_metrics(outcomes) -> dict[str, dict]:
