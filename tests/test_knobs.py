@@ -76,6 +76,7 @@ def test_the_output_fits_80_columns_and_names_the_anchor(ladder):
     assert max(len(line) for line in out.splitlines()) <= 80
     anchor = doc["anchor"]
     if "unavailable" in anchor:  # no PyPI here: said in one line, the ladder still ran
+        assert os.environ.get("CI", "").lower() not in ("1", "true", "yes"), anchor  # CI reaches PyPI: it runs
         assert "bench_worker.py: unavailable" in out
     else:
         assert anchor["tasks_per_s"] > 0 and anchor["commands_per_task"] > 0
