@@ -9,6 +9,7 @@ this run started, then exits 130. ``--events FILE`` writes the run's event strea
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,6 +43,7 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "bench": "taskrace.measuring.bench:main",
             "knobs": "taskrace.measuring.knobs:cmd_knobs",
             "faults": "taskrace.faultlab.cli:cmd_faults",
+            "live": "taskrace.live.cli:cmd_live",
             "network": "taskrace.netstudy.cli:cmd_network",
             "cluster": "taskrace.lab.cluster:cmd_cluster",
             "worker": "taskrace.lab.join:cmd_worker",
@@ -262,14 +264,32 @@ def _on_sigterm(signum, frame):
 
 
 def dispatch(args, console: Console) -> int:
-    """The command's handler, with its event log open around it when --events asks."""
+    """The command's handler, with what listens to its events around it: the event log
+    (--events FILE, or a Redis URL for the lab's live service) and the live view (--live)."""
     handler = load(COMMANDS, "command", args.command)
-    path = getattr(args, "events", None)
-    if not path or getattr(args, "dry_run", False):
+    if getattr(args, "dry_run", False):
         return handler(args, console)
+    with contextlib.ExitStack() as listening:
+        path = getattr(args, "events", None)
+        if path:
+            listening.enter_context(_event_sink(path))
+        if getattr(args, "live", None) is not None:
+            from taskrace import live
+
+            listening.enter_context(live.watching(args.live, args.live_bind, title=f"taskrace {args.command}"))
+        return handler(args, console)
+
+
+def _event_sink(path: str):
+    from taskrace.live.relay import RedisRelay, is_redis_url
+
+    if is_redis_url(path):
+        try:
+            return RedisRelay(path)
+        except ConnectionError as exc:
+            raise UsageError(f"--events: {exc}") from None
     check_writable(path)
-    with JsonLinesLog(path):
-        return handler(args, console)
+    return JsonLinesLog(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,9 @@ KINDS: dict[str, tuple[str, ...]] = {
     "capacity": ("phase",),               # the CPU capacity probe, before / after
     "fault.fired": ("fault",),
     "fault.healed": ("fault",),
+    "fault.result": ("run", "record"),    # one fault run's record, as the --json document has it
+    "fault.contrast": ("record",),        # one run of the shared-memory contrast
+    "cpu.sample": ("percent", "cores"),   # the machine's busy share, while the live view is on
 }
 
 # perf_counter is CLOCK_MONOTONIC on Linux, shared by every process of a host: one

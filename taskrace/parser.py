@@ -15,15 +15,17 @@ from taskrace.version import __version__
 from taskrace.reporting.columns import BY_KEY as COLUMN_KEYS
 from taskrace.options import (Parser, add_events_option, add_scenario_options, add_shared, add_tier_options,
                               whole_number)
+from taskrace.live.cli import add_live_options
 from taskrace.reporting.report import FORMATS
 from workers import MissingDependency, load
 
-DESCRIPTION = ("taskrace list | run | compare | network | report | bench | knobs | faults | cluster | worker | host: "
+DESCRIPTION = ("taskrace list | run | compare | network | report | bench | knobs | faults | live | cluster | worker | host: "
                "race the same workloads across concurrency models")
 # Commands whose parsers live with their code, as "module:function(subparsers)".
 PARSERS_ELSEWHERE = {"cluster": "taskrace.lab.cluster:add_cluster_parser",
                      "faults": "taskrace.faultlab.cli:add_faults_parser",
                      "knobs": "taskrace.measuring.knobs:add_knobs_parser",
+                     "live": "taskrace.live.cli:add_live_parser",
                      "network": "taskrace.netstudy.cli:add_network_parser",
                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
                      "worker": "taskrace.lab.join:add_worker_parser",
@@ -38,6 +40,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expect-safe", action="store_true",
                    help="exit 1 if any invariant is violated, even by an unsafe strategy")
     add_events_option(p)
+    add_live_options(p)
 
 
 def _add_output_options(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from taskrace.faultlab.document import document, notes, write_json
 from taskrace.faultlab.nemesis import FAULTS
 from taskrace.faultlab.run import WORKLOADS, FaultSpec, run_fault
 from taskrace.measuring.stats import spread
+from taskrace.live.cli import add_live_options
 from taskrace.options import UsageError, add_events_option, check_writable, names_in
 from taskrace.progress import ProgressBar
 from workers.delivery import DEFAULT_MODES, MODES
@@ -59,6 +60,7 @@ def add_faults_parser(sub) -> None:
     p.add_argument("--report", metavar="DIR", help="write the timeline charts and an HTML page here")
     p.add_argument("--no-progress", action="store_true")
     add_events_option(p)
+    add_live_options(p)
 
 
 def _choices(text: str, valid, what: str) -> list[str]:
@@ -153,11 +155,13 @@ def run_matrix(specs: list[FaultSpec], factory=None, contrast: bool = True) -> t
         with events.context(run=len(records)):
             records.append(run_fault(spec, cluster_factory=factory, on_event=lambda text, label=label:
                                      events.emit("status", text=f"{label}: {text}")))
+        events.emit("fault.result", run=len(records) - 1, record=records[-1])  # the live view's table
         events.emit("step", label=label, done=len(records), total=total, kept=records[-1]["kept"])
     if contrast:
         for store, fault in CONTRAST:
             events.emit("status", text=f"contrast: {fault} on a {store} lock")
             contrasts.append(run_contrast(store, fault))
+            events.emit("fault.contrast", record=contrasts[-1])
             events.emit("step", label=f"contrast: {fault} on a {store} lock",
                         done=len(records) + len(contrasts), total=total)
     events.emit("run.end", command="faults", exit_code=exit_code(records))

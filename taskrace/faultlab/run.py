@@ -167,7 +167,7 @@ def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
                 app.send_task(TASK_OP, args=[APPLY_FN, [store, op, mode.idempotent, spec.work_s]],
                               queue=cluster.queue, task_id=f"{run_id}.{op['op']}", producer=producer)
         say(f"{len(ops)} operations published; fault after {spec.trigger} have started")
-        events = _watch(spec, cluster, mode, fault, state, store, t0, hold, say)
+        events = _watch(spec, cluster, mode, fault, state, store, t0, hold, say, ops)
         snap = ledger.snapshot(state, store, len(initial))
         logs = cluster.logs()
         ledger.clear(state, store, len(initial))
@@ -182,8 +182,42 @@ def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
     return _record(spec, mode, fault, ops, initial, snap, events, logs, t0, hold, cluster.where)
 
 
-def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
+class _OpTeller:
+    """The operations as task events (the live view draws them where they ran): a start
+    when the ledger shows an operation running, a finish per execution in its log, a
+    second execution of an operation told as ``duplicate``. Only while someone listens
+    to task events; a poll costs one LRANGE of the log's new entries."""
+
+    def __init__(self, state, store: str, ops: list[dict]) -> None:
+        self.state, self.log_key = state, ledger.keys(store)["log"]
+        self.index = {op["op"]: i for i, op in enumerate(ops)}
+        self.started: dict[str, float] = {}
+        self.applied: dict[str, int] = {}
+        self.told = 0
+
+    def poll(self, progress: dict) -> None:
+        for op, (worker, t) in progress["running"].items():
+            if self.started.get(op) != t and op in self.index:
+                self.started[op] = t
+                stream.emit("task.started", backend="celery", index=self.index[op], op=op, started=t, worker=worker)
+        if progress["executions"] > self.told:
+            import json
+
+            entries = self.state.lrange(self.log_key, self.told, -1)
+            self.told += len(entries)
+            for entry in entries:
+                t, op, kind, worker = json.loads(entry)
+                if op not in self.index:
+                    continue
+                self.applied[op] = self.applied.get(op, 0) + (kind == "applied")
+                stream.emit("task.finished", backend="celery", index=self.index[op], op=op,
+                            started=min(self.started.get(op, t), t), finished=t, worker=worker, ok=True,
+                            effect=kind, duplicate=self.applied[op] > 1)
+
+
+def _watch(spec, cluster, mode, fault, state, store, t0, hold, say, ops) -> dict:
     watch = _Watch(cluster, mode)
+    teller = _OpTeller(state, store, ops) if stream.wants_tasks() else None
     deadline = t0 + deadline_s(spec, hold)
     ev = {"fired_at": None, "healed_at": None, "victims": [], "timed_out": False, "parked": 0,
           "queued_at_end": 0, "fault_info": {}}
@@ -191,6 +225,8 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
     while True:
         now = _server_time(state)
         progress = ledger.progress(state, store)
+        if teller:
+            teller.poll(progress)
         running = {op: (w, t) for op, (w, t) in progress["running"].items() if cluster.alive(w)}
         # The victim: the operation with the most work still ahead of it, and only if at
         # least 40 % is (else the next poll): a fault must hit work in flight, not work
@@ -233,6 +269,8 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
             quiet_since = quiet_since or now
             if now - quiet_since >= QUIET_S:
                 ev["parked"] = len(broker["restore_in"])
+                if teller:
+                    teller.poll(ledger.progress(state, store))
                 return ev
         else:
             quiet_since = None
@@ -240,6 +278,8 @@ def _watch(spec, cluster, mode, fault, state, store, t0, hold, say) -> dict:
             ev["timed_out"] = True
             if broker is not None:
                 ev["parked"], ev["queued_at_end"] = len(broker["restore_in"]), broker["queued"]
+            if teller:
+                teller.poll(ledger.progress(state, store))
             return ev
         time.sleep(ARMED_POLL_S if armed else POLL_S)
 

@@ -1,0 +1,108 @@
+"""The event stream through Redis, for a live view in another process or container
+(the lab's ``live`` service)::
+
+    lab's run --events redis://redis:6379/0 --> RedisRelay --XADD--> taskrace:events
+                                                (a thread: batches every 0.1 s)   |
+    taskrace live redis://redis:6379/0  <--XREAD (blocking, from the start)--------+
+       -> LiveState -> pages
+
+A Redis *stream*, not pub/sub: pub/sub ignores the database number (two labs on one
+server would hear each other) and keeps nothing (a live service started after the run
+would miss its start). A stream lives in the URL's database and keeps the last
+``MAXLEN`` events, so a page opened late still gets the run from its beginning.
+The emitting thread only puts the event on a queue: a slow Redis never slows the run.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+
+from taskrace import events
+from taskrace.events import Event
+from workers.infra.redact import redact_url, scrub
+
+STREAM_KEY = "taskrace:events"
+MAXLEN = 200_000
+FLUSH_S = 0.1
+
+
+def is_redis_url(text: str | None) -> bool:
+    return bool(text) and text.split("://", 1)[0] in ("redis", "rediss", "unix")
+
+
+def _connect(url: str):
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        raise ConnectionError(f"cannot reach {redact_url(url)}: {exc}") from None
+    return client
+
+
+class RedisRelay:
+    """``--events redis://...``: every event appended to the stream ``taskrace:events``."""
+
+    def __init__(self, url: str, tasks: bool = True) -> None:
+        self._r = _connect(url)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._flush_loop, name="taskrace-relay", daemon=True)
+        self._thread.start()
+        self._sub = events.subscribe(self._queue.put, tasks=tasks)
+
+    def _flush(self) -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        if not batch:
+            return
+        with self._r.pipeline(transaction=False) as pipe:
+            for event in batch:
+                line = json.dumps(scrub(event.to_dict()), default=str, separators=(",", ":"))
+                pipe.xadd(STREAM_KEY, {"e": line}, maxlen=MAXLEN, approximate=True)
+            try:
+                pipe.execute()
+            except Exception:  # noqa: BLE001 - a relay that fails must not fail the run
+                pass
+
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(FLUSH_S):
+            self._flush()
+
+    def close(self) -> None:
+        self._sub.close()
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._flush()
+        self._r.close()
+
+    def __enter__(self) -> "RedisRelay":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def follow(url: str, add, stop: threading.Event, block_ms: int = 500) -> None:
+    """Feed ``add(event)`` with the stream's events, from its start, until ``stop``."""
+    client = _connect(url)
+    last = "0-0"
+    try:
+        while not stop.is_set():
+            reply = client.xread({STREAM_KEY: last}, count=5000, block=block_ms)
+            for _key, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    try:
+                        add(Event.from_dict(json.loads(fields[b"e"])))
+                    except (KeyError, ValueError, TypeError):
+                        continue  # not ours: skip it
+    finally:
+        client.close()
