@@ -115,6 +115,10 @@ class Subscription:
     def __init__(self, sub: _Subscription) -> None:
         self._sub = sub
 
+    def want_tasks(self, tasks: bool) -> None:
+        """Start or stop getting per-task events (tiers read this at their next batch)."""
+        self._sub.tasks = tasks
+
     def close(self) -> None:
         global _subs
         with _lock:

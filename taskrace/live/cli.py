@@ -92,7 +92,8 @@ def cmd_live(args, console: Console) -> int:
     else:
         feed = threading.Thread(target=replay, args=(recorded, state.add, args.speed, stop), daemon=True)
         what = f"replaying {len(recorded)} events" + (f" at {args.speed:g}x" if args.speed else " at once")
-    console.print(f"live view: {server.url}  ({what}; read-only; Ctrl-C stops it)", markup=False, highlight=False)
+    console.print(f"live view: {server.url}  ({what}; read-only; Ctrl-C stops it)", markup=False, highlight=False,
+                  soft_wrap=True)
     feed.start()
     try:
         while feed.is_alive() and not (args.once and state.finished):

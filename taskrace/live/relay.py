@@ -6,6 +6,11 @@
     taskrace live redis://redis:6379/0  <--XREAD (blocking, from the start)--------+
        -> LiveState -> pages
 
+Per-task events cost (Celery's task events go on for them): the relay asks for them only
+while a live view follows (its key ``taskrace:live:following`` exists, refreshed every
+second by ``follow``), so a lab that always relays its run measures the same when nobody
+watches.
+
 A Redis *stream*, not pub/sub: pub/sub ignores the database number (two labs on one
 server would hear each other) and keeps nothing (a live service started after the run
 would miss its start). A stream lives in the URL's database and keeps the last
@@ -17,12 +22,15 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 
 from taskrace import events
 from taskrace.events import Event
 from workers.infra.redact import redact_url, scrub
 
 STREAM_KEY = "taskrace:events"
+FOLLOWING_KEY = "taskrace:live:following"  # exists while a live view follows the stream
+FOLLOWING_TTL_S = 5
 MAXLEN = 200_000
 FLUSH_S = 0.1
 
@@ -46,13 +54,22 @@ def _connect(url: str):
 class RedisRelay:
     """``--events redis://...``: every event appended to the stream ``taskrace:events``."""
 
-    def __init__(self, url: str, tasks: bool = True) -> None:
+    def __init__(self, url: str, tasks: bool | None = None) -> None:
+        """``tasks``: per-task events always (True), never (False), or while a live view
+        follows (None, the default)."""
         self._r = _connect(url)
+        self._tasks = tasks
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
+        self._sub = events.subscribe(self._queue.put, tasks=self._followed() if tasks is None else tasks)
         self._thread = threading.Thread(target=self._flush_loop, name="taskrace-relay", daemon=True)
         self._thread.start()
-        self._sub = events.subscribe(self._queue.put, tasks=tasks)
+
+    def _followed(self) -> bool:
+        try:
+            return bool(self._r.exists(FOLLOWING_KEY))
+        except Exception:  # noqa: BLE001 - unknown: no task events (the cheaper guess)
+            return False
 
     def _flush(self) -> None:
         batch = []
@@ -73,8 +90,12 @@ class RedisRelay:
                 pass
 
     def _flush_loop(self) -> None:
+        ticks = 0
         while not self._stop.wait(FLUSH_S):
             self._flush()
+            ticks += 1
+            if self._tasks is None and ticks % 10 == 0:  # once a second: is a live view following?
+                self._sub.want_tasks(self._followed())
 
     def close(self) -> None:
         self._sub.close()
@@ -94,8 +115,12 @@ def follow(url: str, add, stop: threading.Event, block_ms: int = 500) -> None:
     """Feed ``add(event)`` with the stream's events, from its start, until ``stop``."""
     client = _connect(url)
     last = "0-0"
+    announced = 0.0
     try:
         while not stop.is_set():
+            if time.monotonic() - announced > 1:  # "a live view follows": the run's task events on
+                client.set(FOLLOWING_KEY, "1", ex=FOLLOWING_TTL_S)
+                announced = time.monotonic()
             reply = client.xread({STREAM_KEY: last}, count=5000, block=block_ms)
             for _key, entries in reply or []:
                 for entry_id, fields in entries:
