@@ -16,24 +16,27 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
+import uuid
 
 import psutil
 import pytest
 
 try:
     from celery_fixtures import celery_workers, embedded_redis, require_redis_binary  # noqa: F401 (fixtures)
-    from celery_procs import MarkedRun, is_celery_worker, wait_for, wait_gone
+    from celery_procs import MARK, REPO_ROOT, MarkedRun, is_celery_worker, wait_for, wait_gone
 except ImportError:  # tests/ imported as a package
     from tests.celery_fixtures import celery_workers, embedded_redis, require_redis_binary  # noqa: F401
-    from tests.celery_procs import MarkedRun, is_celery_worker, wait_for, wait_gone
+    from tests.celery_procs import MARK, REPO_ROOT, MarkedRun, is_celery_worker, wait_for, wait_gone
 
 RUN_S = 120  # a run with a kill in it; the old tier waited 600 s here
 QUICK_S = 60
 NO_URL = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "TASKRACE_EXTERNAL_WORKERS")
 TASKS, SLEEP = 4, 2  # 4 s of work on -n 2: long enough to kill a task mid-run, short for CI
-RECEIVED = re.compile(r"Task taskrace\.(?:call|actor)\[([0-9a-f-]+)\] received")
-ENDED = re.compile(r"Task taskrace\.(?:call|actor)\[([0-9a-f-]+)\] (?:succeeded|failed|raised)")
+RECEIVED = re.compile(r"Task taskrace\.(?:call|actor|part)\[([0-9a-f-]+)\] received")
+ENDED = re.compile(r"Task taskrace\.(?:call|actor|part)\[([0-9a-f-]+)\] (?:succeeded|failed|raised)")
 
 
 @pytest.fixture(autouse=True)
@@ -274,3 +277,59 @@ def test_effectively_once_refuses_actors_with_effects(tmp_path):
     lines = run.stderr_lines()
     assert len(lines) == 1 and "effectively-once" in lines[0] and "idempotency" in lines[0], run.err
     _no_orphans(run)
+
+
+# mapreduce's map tasks only compute (a few ms): the harness below sends 2 s ones instead, a
+# real task function the workers import by name (power's, with its sleep and checksum; the
+# checksums of 4 one-number chunks add up to mapreduce's answer), as test_chord.py does.
+SLOW_MAP = f"""
+import sys
+import scenarios.mapreduce as m
+from scenarios.power import calculate_raise_to
+chunks = m.MapReduce.chunks
+m.MapReduce.map_task = staticmethod(calculate_raise_to)
+m.MapReduce.chunks = lambda self: [(c, y, {SLEEP}, True) for c, y in chunks(self)]
+from taskrace.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class _SlowMapRun(MarkedRun):
+    """A MarkedRun of taskrace's CLI behind SLOW_MAP (``python -c``), marked the same way."""
+
+    def __init__(self, *args: str, drop_env: tuple = ()) -> None:
+        self.mark, self.args = uuid.uuid4().hex, args
+        env = {k: v for k, v in os.environ.items() if k not in drop_env}
+        env.update(COLUMNS="200", PYTHONUNBUFFERED="1", **{MARK: self.mark})
+        self.popen = subprocess.Popen([sys.executable, "-c", SLOW_MAP, *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT, env=env)
+        self.seen, self.out, self.err = {}, "", ""
+
+
+def test_a_chord_ends_on_a_dead_worker_with_its_lost_map_tasks_named(tmp_path):
+    """mapreduce --reduce chord, 4 map tasks of 2 s on -n 2: w1's main process killed while
+    a map task runs there. The chord's wait is the group's watch: the lost map tasks are
+    named (exit 1), the body never ran, the run ends within the record's bound instead of
+    the 600 s task timeout; nothing left running."""
+    out = tmp_path / "chord.json"
+    with _SlowMapRun("run", "mapreduce", "-b", "celery", "-n", "2", "--reduce", "chord", "--size", str(TASKS),
+                     "--chunksize", "1", "--delivery", "at-most-once", "--json", str(out), drop_env=NO_URL) as run:
+        victim = _kill(run, "main")
+        code = run.communicate(RUN_S)
+        run.children()
+    _no_orphans(run)
+    assert code == 1, run.out + run.err
+    assert "Traceback" not in run.err, run.err[-3000:]
+    record = json.loads(out.read_text())["runs"][0]
+    incident = _incident(record)
+    assert [d["pid"] for d in incident["died"]] == [victim] and "SIGKILL" in incident["died"][0]["how"], incident
+    lost = incident["lost"]
+    assert lost and set(lost) <= set(range(TASKS)), incident  # map tasks; the body (task 4) was never sent
+    assert incident["would_have_saved"] == "at-least-once" and "chord" in incident["what"], incident
+    _bound_held(incident)
+    assert record["chord"]["ran"] is False and record["verdict"]["ok"] is False
+    failed = sorted(int(e.split(":")[0].split()[1]) for e in record["verdict"]["details"]["errors"])
+    assert failed == sorted(lost), record["verdict"]["details"]["errors"]
+    names = ", ".join(map(str, sorted(lost)))
+    joined = " ".join(run.out.split())
+    assert f"lost (task{'s' if len(lost) > 1 else ''} {names}) under --delivery at-most-once" in joined, run.out

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from workers.base import Outcome, TierFailure
+from workers.base import Outcome
 
 HOW = ("celery chord: a group of map tasks (taskrace.part) and a reduce callback (taskrace.reduce) on a "
        "worker, results through the Redis backend's chord join; one map task per message")
@@ -111,9 +111,18 @@ class ChordRun:
 def run_chord(tier, fn: Callable, args_list: list[tuple], reduce_fn: Callable) -> ChordRun:
     """Send ``chord(group(part(fn, args) ...), reduce(reduce_fn))`` on ``tier``'s queue and
     wait for the body; one Outcome per map task (from the parts' stamps the body hands
-    back) and one for the reduce."""
+    back) and one for the reduce.
+
+    The wait is the tier's own, watched for dead workers (``CeleryTier._watched``, the
+    group's watch): the map tasks are messages 0..n-1, read from the backend only once a
+    worker died (the harness waits on the body alone, so a healthy chord costs no extra
+    command), and the body is message n, sent only when its header is done. A map task
+    that cannot arrive any more (lost under the delivery mode) ends the wait: the lost
+    ones named, the reduce never ran, the incident with its bound in the record."""
     from celery import chord, group
-    from celery.exceptions import TimeoutError as CeleryTimeout
+    from celery.result import ResultSet
+
+    from workers.celery_tier import _Watch
 
     n = len(args_list)
     header = group(tier.app.signature("taskrace.part", args=(_path(fn), list(args)), queue=tier.queue)
@@ -122,18 +131,44 @@ def run_chord(tier, fn: Callable, args_list: list[tuple], reduce_fn: Callable) -
     with _Broker(tier.url) as broker:
         submitted = time.perf_counter()
         result = chord(header)(body)
-        ids = [r.id for r in result.parent.results]
+        parts = list(result.parent.results)
+        ids = [r.id for r in parts]
         if tier._events is not None:
             tier._events.track({**{tid: i for i, tid in enumerate(ids)}, result.id: n})
-        try:
-            d = result.get(timeout=tier.task_timeout, propagate=False, interval=0.002)
-        except CeleryTimeout:
-            raise TierFailure(f"celery: the chord's body did not come back within the "
-                              f"{tier.task_timeout:.0f} s timeout (workers dead or stuck?)") from None
+        watch = _Watch(tier, parts + [result], [[i] for i in range(n + 1)], False, polled=ids, body=n)
+        watch.what = f"{_path(fn)} as a chord (map tasks 0-{n - 1}, the reduce task {n})"
+        got: list = []
+
+        def wait() -> None:
+            # the body joined as a one-result set: AsyncResult.get calls on_interval only once
+            d, = ResultSet([result]).join_native(timeout=tier.task_timeout, propagate=False, interval=0.002,
+                                                 on_interval=watch.on_interval)
+            got.append(d)
+            if isinstance(d, dict):  # the parts' dicts, as if they had arrived one by one
+                for tid, part in zip(ids, d.get("parts") or []):
+                    watch.arrived(tid, part)
+            watch.arrived(result.id, d)
+
+        tier._watched(watch, wait, [result], lambda: f"the chord's body did not come back within the "
+                                                     f"{tier.task_timeout:.0f} s timeout (workers dead or stuck?)")
         seen = time.perf_counter()
         if tier._events is not None:
             tier._events.drain()
     outcomes = [Outcome(i, submitted=submitted, seen=seen) for i in range(n)]
+    if not got:  # settled: map tasks lost with a dead worker, so the body was never sent
+        for i in range(n):
+            value, when = watch.values.get(i, (None, seen))
+            o = outcomes[i]
+            o.seen = when
+            if isinstance(value, dict):
+                o.value, o.error = value.get("value"), value.get("error")
+                o.started, o.finished = value.get("started"), value.get("finished")
+                o.worker, o.cpu_s, o.max_rss = value.get("worker", ""), value.get("cpu_s"), value.get("max_rss")
+            elif value is None:
+                o.error = "lost: no result, and none can come any more"
+        outcomes.append(Outcome(n, submitted=submitted, seen=seen))
+        return ChordRun(tier, fn, args_list, outcomes, _record(n, broker, None, outcomes))
+    d = got[0]
     if isinstance(d, BaseException):  # ChordError: a map task failed, the body never ran
         failed, text = _failed_part(d, ids)
         where = f"map task {failed}" if failed is not None else "a map task"

@@ -449,34 +449,45 @@ class CeleryTier(Tier):
         missing one cannot, on two looks CONFIRM_S apart, the wait ends: those tasks come
         back as errors naming them (the checker fails the point, the CLI exits 1) and the
         record gets an incident (``describe()["dead_workers"]``) with its stated bound."""
+        watch = _Watch(self, result.results, spans, actors)
+        watch.what = what
+        total = len(watch.ids)
+        # interval: how often the result keys are polled; Celery's 0.5 s default would add
+        # up to half a second to every run and hide the per-task cost we measure.
+        self._watched(watch, lambda: result.join_native(timeout=self.task_timeout, callback=watch.arrived,
+                                                        propagate=False, interval=0.002,
+                                                        on_interval=watch.on_interval),
+                      result.results, lambda: f"{len(watch.values)}/{total} tasks completed before the "
+                                              f"{self.task_timeout:.0f} s timeout (workers dead or stuck?)")
+        return [watch.values[k] for k in range(total)]  # (value, when the caller had it)
+
+    def _watched(self, watch: "_Watch", wait, waited_on: list, timed_out) -> None:
+        """Run ``wait()``, a blocking wait whose on_interval is ``watch.on_interval``: the
+        one way every wait of this tier (a group's join, a chord's body) ends on a dead
+        worker. Settled (nothing more can arrive): stop waiting for ``waited_on``'s missing
+        results. A death, a killed pool child or a redelivery seen: one incident in the
+        record (``_settle``). The task timeout, or the broker lost: TierFailure, one line
+        (``timed_out()`` says what had completed)."""
         from celery.exceptions import TimeoutError as CeleryTimeout
         from kombu.exceptions import OperationalError
         import redis
 
-        watch = _Watch(self, result, spans, actors)
-        watch.what = what
-        total = len(watch.ids)
         try:
-            # interval: how often the result keys are polled; Celery's 0.5 s default would add
-            # up to half a second to every run and hide the per-task cost we measure.
-            result.join_native(timeout=self.task_timeout, callback=watch.arrived, propagate=False,
-                               interval=0.002, on_interval=watch.on_interval)
+            wait()
         except _Settled:
-            self._forget(result, watch)
+            self._forget(waited_on, watch)
         except CeleryTimeout:
-            raise TierFailure(f"celery: {len(watch.values)}/{total} tasks completed before the "
-                              f"{self.task_timeout:.0f} s timeout (workers dead or stuck?)") from None
+            raise TierFailure(f"celery: {timed_out()}") from None
         except (redis.RedisError, OperationalError, OSError, RuntimeError) as exc:
             # Celery's result consumer gives up with RuntimeError("Retry limit exceeded")
             # caused by the Redis error: the same story, one line.
             cause = exc.__cause__ if isinstance(exc, RuntimeError) else exc
             if not isinstance(cause, (redis.RedisError, OperationalError, OSError)):
                 raise
-            raise TierFailure(f"celery: broker lost mid-run after {len(watch.values)}/{total} tasks "
+            raise TierFailure(f"celery: broker lost mid-run after {len(watch.values)}/{len(watch.ids)} tasks "
                               f"completed ({type(cause).__name__})") from None
         if watch.deaths or watch.child_lost or watch.redelivered:
             self._settle(watch)
-        return [watch.values[k] for k in range(total)]  # (value, when the caller had it)
 
     # dead workers ------------------------------------------------------------------
     def _look_for_deaths(self, watch: "_Watch") -> None:
@@ -574,6 +585,8 @@ class CeleryTier(Tier):
         cannot: gone (acknowledged by a dead worker), parked (unacknowledged, restored
         only after the timeout), stranded (queued, no live worker)."""
         pending = {tid: k for tid, k in watch.index.items() if k not in watch.values}
+        if watch.body is not None and len(pending) > 1:  # a chord's body: not sent before its header is done
+            pending = {tid: k for tid, k in pending.items() if k != watch.body}
         if not pending:
             return {}
         fates: dict[int, tuple[str, str]] = {}
@@ -631,6 +644,19 @@ class CeleryTier(Tier):
             fates.setdefault(k, ("unknown", "") if silent else ("gone", ""))
         return fates
 
+    def _stored_results(self, ids: list[str]) -> dict:
+        """task id -> its result (an exception for a failed task) for those of ``ids``
+        whose result is in the backend and final: one MGET. Empty if Redis cannot say."""
+        from celery import states
+
+        backend = self.app.backend
+        try:
+            raw = backend.mget([backend.get_key_for_task(tid) for tid in ids])
+            metas = [backend.decode_result(v) if v is not None else None for v in raw]
+        except Exception:  # noqa: BLE001 - a broker gone: the wait itself says so
+            return {}
+        return {tid: m["result"] for tid, m in zip(ids, metas) if m and m.get("status") in states.READY_STATES}
+
     def _state_digest(self) -> str | None:
         """A digest of this run's shared state (every key under the tier's prefix, DUMPed):
         it changes while actors make progress. None if Redis cannot say."""
@@ -645,10 +671,10 @@ class CeleryTier(Tier):
             return None
         return hashlib.sha1(repr(list(zip(keys, values))).encode()).hexdigest()
 
-    def _forget(self, result, watch: "_Watch") -> None:
+    def _forget(self, results: list, watch: "_Watch") -> None:
         """Stop waiting for the results that cannot arrive (no subscription left behind)."""
         backend = self.app.backend
-        for r in result.results:
+        for r in results:
             if watch.index[r.id] not in watch.values:
                 try:
                     backend.remove_pending_result(r)
@@ -792,12 +818,22 @@ class _Settled(Exception):
 
 class _Watch:
     """The state of one wait: which results arrived, which workers died, and what the
-    missing ones can still become."""
+    missing ones can still become.
 
-    def __init__(self, tier: CeleryTier, result, spans: list[list[int]], actors: bool) -> None:
+    ``results``: one AsyncResult per message, in the order of ``spans``. Most arrive
+    through the wait's callback; those in ``polled`` are not waited on (a chord's header:
+    only its body is), so the watch reads them from the result backend itself, only when
+    it must know (a death noticed and each look after it; external workers, before a
+    ping). ``body``: the index of a message sent only once every other one arrived (a
+    chord's body): while others are missing it has not been sent, and it can arrive
+    exactly when they can, so its own fate is asked only once it is the last one."""
+
+    def __init__(self, tier: CeleryTier, results: list, spans: list[list[int]], actors: bool,
+                 polled=(), body: int | None = None) -> None:
         self.tier, self.spans, self.actors = tier, spans, actors
         self.what = ""  # the function or the actors' roles: which run of a compare this was
-        self.ids = [r.id for r in result.results]
+        self.ids = [r.id for r in results]
+        self.polled, self.body = list(polled), body
         self.index = {tid: k for k, tid in enumerate(self.ids)}
         self.values: dict[int, tuple] = {}
         self.t0 = self.last_arrival = time.monotonic()
@@ -841,20 +877,33 @@ class _Watch:
     def _notice(self) -> None:
         if self.noticed_at is None:
             self.noticed_at = time.monotonic()
+            self.poll()  # the unfinished work, counted for the bound
             self.pending_at_notice = len(self.ids) - len(self.values)
             live, _ = self.tier._live_nodes()
             if self.tier.external and not self.actors:  # plain tasks: only the -n that took the run's queue
                 live = [n for n in live if n in self.tier._main_nodes]
             self.survivors = len(live)
 
+    def poll(self) -> None:
+        """The results in ``polled`` that are in the backend by now, as if they had arrived."""
+        pending = [tid for tid in self.polled if self.index[tid] not in self.values]
+        if pending:
+            for tid, value in self.tier._stored_results(pending).items():
+                self.arrived(tid, value)
+
     def on_interval(self) -> None:
         now = time.monotonic()
         if now < self.next_look:
             return
         self.next_look = now + LOOK_EVERY_S
+        stalled = self.tier.external and now - self.last_arrival >= STALL_PING_S
+        if stalled:  # a ping only if the polled results did not move either
+            self.poll()
         self.tier._look_for_deaths(self)
         if not self.deaths:
             return
+        if not stalled:
+            self.poll()
         fates = self.tier._fates(self)
         if self.actors:
             fates = self._abandon(fates, now)
