@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from celery_fixtures import REPO_ROOT, require_tls_redis_binary, start_worker, stop_workers, wait_ready
+from workers.celery_workers import CeleryWorker, worker_argv, worker_env
 from workers.infra.acl import WORKER_COMMANDS, check_worker_rights, worker_rules
 from workers.infra.redis_server import EmbeddedRedis, _free_port
 
@@ -135,6 +136,14 @@ def test_check_worker_rights_passes_for_worker_and_names_the_missing_right(serve
         "~unacked* ", "").split())
     with pytest.raises(ValueError, match=r"may not run HSET on 'unacked\*' \(no key right\)"):
         check_worker_rights(f"redis://lacking:pw@127.0.0.1:{server.port}/0")
+    # a chord's join and Celery's events
+    for removed, message in (("~celery-taskset-meta-* ", r"SISMEMBER on 'celery-taskset-meta-\*' \(no key right\)"),
+                             ("+zcount ", r"ZCOUNT on 'celery-taskset-meta-\*' \(no command right\)"),
+                             ("&/0.celeryev/* ", r"PUBLISH on '/0.celeryev/\*' \(no channel right\)")):
+        a.execute_command("ACL", "SETUSER", "lacking", "reset", "on", ">pw",
+                          *worker_rules().replace(removed, "").split())
+        with pytest.raises(ValueError, match=f"may not run {message}: a worker needs it"):
+            check_worker_rights(f"redis://lacking:pw@127.0.0.1:{server.port}/0")
     a.acl_deluser("lacking")
     assert not [k for k in a.keys("*") if b"rightscheck" in k and a.ttl(k) == -1]  # nothing left forever
 
@@ -179,3 +188,64 @@ def test_every_scenario_runs_on_workers_as_the_acl_user(server, tmp_path):
     denials = [(e["context"], e["reason"], e["object"], e["username"]) for e in a.acl_log(count=50)]
     assert denials == []
     assert set(WORKER_COMMANDS) >= {"brpop", "publish", "psubscribe"}
+
+
+def _worker_with_heartbeats(url: str, name: str, log_dir, env: dict) -> CeleryWorker:
+    """A worker as start_worker starts one, but with Celery's heartbeats on (worker.heartbeat
+    events every 2 s): a worker someone else runs may keep them; this project's run without."""
+    argv = [a for a in worker_argv(name, env["TASKRACE_QUEUE"], concurrency=2) if a != "--without-heartbeat"]
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=worker_env(url, env), cwd=REPO_ROOT, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return CeleryWorker(name, proc, log_path, time.monotonic())
+
+
+def test_a_chord_and_celery_events_on_workers_as_the_acl_user(server, tmp_path):
+    # Given two real workers connected as the worker user that send Celery's events (ev1: -E;
+    # ev2: TASKRACE_TASK_EVENTS=1, so also task-sent for the chord body it sends, and heartbeats),
+    # when the harness runs mapreduce as a chord on them with a listener of task events
+    # (--events: workers.celery_events.CeleryTaskEvents), then the chord's join (the result
+    # backend's keys) and every event went through: the answer is sequential's, each task's
+    # start and finish came from those nodes, the events were published on the celeryev
+    # fanout (heard here as the admin), and Redis logged no ACL denial.
+    a = admin(server)
+    a.acl_log_reset()
+    queue = "taskrace"
+    env = {"TASKRACE_QUEUE": queue, "TASKRACE_DELIVERY": "acks-late-only"}
+    heard = a.pubsub()
+    heard.psubscribe("/0.celeryev/*")
+    workers = [start_worker(server.worker_url("redis"), "ev1", tmp_path, queues=queue, concurrency=2, env=env,
+                            events=True),
+               _worker_with_heartbeats(server.worker_url("redis"), "ev2", tmp_path,
+                                       {**env, "TASKRACE_TASK_EVENTS": "1"})]
+    out, events_file = tmp_path / "chord.json", tmp_path / "events.jsonl"
+    try:
+        wait_ready(workers, 60)
+        proc = subprocess.run([sys.executable, "-m", "taskrace", "run", "mapreduce", "--size", "20000",
+                               "--chunksize", "5000", "--reduce", "chord", "-b", "celery", "-n", "2",
+                               "--external-workers", "--redis-url", server.url, "--json", str(out),
+                               "--events", str(events_file)],
+                              env=dict(os.environ, TASKRACE_EXTERNAL_WORKERS="1", **env), cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=60)  # ~3 s; a denial: hangs
+        time.sleep(2.5)  # a heartbeat (every 2 s) after the run
+    finally:
+        stop_workers(workers)
+    channels = set()
+    while (message := heard.get_message(timeout=0.1)) is not None:
+        if message["type"] == "pmessage":
+            channels.add(message["channel"].decode())
+    heard.close()
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    record = json.loads(out.read_text())["runs"][0]
+    assert record["verdict"]["ok"] and record["chord"]["ran"], record["verdict"]
+    host = socket.gethostname()
+    nodes = {f"ev1@{host}", f"ev2@{host}"}
+    stream = [json.loads(line) for line in events_file.read_text().splitlines()]
+    done = {e["index"]: e for e in stream if e["kind"] == "task.finished"}
+    assert sorted(done) == list(range(5)), stream  # 4 map tasks and the reduce
+    assert {e["worker"].split(":")[0] for e in done.values()} <= nodes, done
+    assert {"/0.celeryev/task.multi", "/0.celeryev/worker.heartbeat"} <= channels, channels
+    denials = [(e["context"], e["reason"], e["object"], e["username"]) for e in a.acl_log(count=50)]
+    assert denials == []
+    assert not [w.name for w in workers if "NOPERM" in w.log() or "NoPermissionError" in w.log()]

@@ -21,6 +21,11 @@ until it stayed empty::
               unacked*              unacked, unacked_index, unacked_mutex (kombu's
                                     ack emulation and visibility restore)
               celery-task-meta-*    results (SETEX, GET) ...
+              celery-taskset-meta-* ... a chord's join (the Redis result backend's chord
+                                    script, Lua: .j the header's results ZADD/ZCOUNT,
+                                    .d done members SISMEMBER/SADD, .s size and .t diff
+                                    GET, .c the body's dispatch claim SET NX/DEL, EXPIRE
+                                    of each; then ZRANGE .j and DEL .s on a ChordError) ...
               *.celery.pidbox*      ... a node's own control queue (LLEN/DEL when it
                                     stops) and the replies to `celery control` (LPUSH
                                     <uuid>.reply.celery.pidbox)
@@ -28,7 +33,19 @@ until it stayed empty::
               /0.celery.pidbox      PSUBSCRIBE: broadcast control (ping, add_consumer);
                                     an ACL compares a pattern subscription literally, so
                                     this is database 0 (the lab's)
+              /0.celeryev/*         PUBLISH of Celery's events (the celeryev fanout,
+                                    kombu's channel /<db>.celeryev/<routing key>):
+                                    task.multi (worker_send_task_events, -E, and
+                                    task_send_sent_event for a chord's body sent by a
+                                    worker), worker.online/offline/heartbeat (a worker
+                                    run with heartbeats). Pub/sub ignores the database
+                                    number, so kombu puts it in the name: database 0
     commands  see WORKER_COMMANDS
+
+Found the same way for a chord (``--reduce chord``) and for Celery's task events (a
+listener on the harness, workers with ``-E``, ``TASKRACE_TASK_EVENTS=1`` and one with
+heartbeats on). Not granted: what gossip needs (a ``celeryev.<uuid>`` queue and a
+PSUBSCRIBE on the events): this project's workers run ``--without-gossip``.
 
 Not granted, so refused (NOPERM): CONFIG, FLUSHALL, FLUSHDB, KEYS, SCAN, SHUTDOWN,
 DEBUG, ACL, CLIENT (KILL, LIST), MONITOR, FUNCTION, SCRIPT FLUSH/KILL, and any key or
@@ -49,8 +66,9 @@ import sys
 from pathlib import Path
 
 ADMIN_USER, WORKER_USER = "taskrace", "worker"
-WORKER_KEYS = ("taskrace*", "_kombu.binding*", "unacked*", "celery-task-meta-*", "*.celery.pidbox*")
-WORKER_CHANNELS = ("celery-task-meta-*", "/0.celery.pidbox")
+WORKER_KEYS = ("taskrace*", "_kombu.binding*", "unacked*", "celery-task-meta-*", "celery-taskset-meta-*",
+               "*.celery.pidbox*")
+WORKER_CHANNELS = ("celery-task-meta-*", "/0.celery.pidbox", "/0.celeryev/*")
 WORKER_COMMANDS = (
     # connecting
     "hello", "auth", "ping", "select", "client|setname",
@@ -60,6 +78,8 @@ WORKER_COMMANDS = (
     "sadd", "smembers", "srem", "zadd", "zrem", "zrange", "zrangebyscore",
     # unacked messages (hash), results and shared state (strings)
     "hset", "hget", "hdel", "get", "set", "setex", "mget", "incr", "incrby",
+    # a chord's join (the result backend's chord script): done members, results counted, expiry
+    "sismember", "zcount", "expire",
     # transactions (kombu's pipelines, WATCH/MULTI/EXEC of the optimistic bank)
     "multi", "exec", "discard", "watch", "unwatch",
     # scripts (the atomic bank, redis-py's lock, kombu's binding scripts) and their clock
@@ -118,6 +138,9 @@ def _probes(db: int):
     meta = "celery-task-meta-rightscheck-{t}"
     reply = "{t}.reply.celery.pidbox"
     pidbox = f"/{db}.celery.pidbox"
+    chord = "celery-taskset-meta-rightscheck-{t}"
+    # an empty message: kombu's receivers skip it (Flower, the harness's task events)
+    event = f"/{db}.celeryev/rightscheck.{{t}}"
 
     def k(pattern, t):
         return pattern.format(t=t)
@@ -151,9 +174,16 @@ def _probes(db: int):
         ("SETEX", "celery-task-meta-*", "store a result", lambda r, t: r.execute_command("SETEX", k(meta, t), 5, "{}")),
         ("GET", "celery-task-meta-*", "read a result", lambda r, t: r.get(k(meta, t))),
         ("PUBLISH", "celery-task-meta-*", "announce a result", lambda r, t: r.publish(k(meta, t), "{}")),
+        ("SISMEMBER", "celery-taskset-meta-*", "join a chord's results (the result backend's chord script)",
+         lambda r, t: r.sismember(k(chord, t) + ".d", "x")),
+        ("ZCOUNT", "celery-taskset-meta-*", "count a chord's results",
+         lambda r, t: r.zcount(k(chord, t) + ".j", "-inf", "+inf")),
+        ("EXPIRE", "celery-taskset-meta-*", "expire a chord's keys", lambda r, t: r.expire(k(chord, t) + ".j", 60)),
         ("LPUSH", "*.reply.celery.pidbox", "answer `celery control` (ping, add_consumer)",
          lambda r, t: (r.lpush(k(reply, t), "x"), r.delete(k(reply, t)))),
         ("PSUBSCRIBE", pidbox, "hear `celery control` broadcasts", _psubscribe(pidbox)),
+        ("PUBLISH", f"/{db}.celeryev/*", "send Celery's task events and heartbeats",
+         lambda r, t: r.publish(k(event, t), "")),
         ("SET", "taskrace:*", "write shared state", lambda r, t: r.set(k(state, t), 0, px=60_000)),
         ("MGET", "taskrace:*", "read shared state", lambda r, t: r.mget([k(state, t)])),
         ("INCRBY", "taskrace:*", "count in shared state", lambda r, t: r.incrby(k(state, t), 1)),
