@@ -33,7 +33,7 @@ from typing import Callable
 # Every kind the stream carries, with the fields it always has (others may be added).
 KINDS: dict[str, tuple[str, ...]] = {
     "run.start": ("command",),            # a command began; "total": steps, when known
-    "run.end": ("command",),              # ... ended; "exit_code"
+    "run.end": ("command",),              # ... ended; "exit_code"; run, compare: the final "records"
     "step": ("label", "done", "total"),   # one unit of a command's progress is done
     "status": ("text",),                  # what is going on now, in words
     "point.start": ("point", "scenario", "backend", "workers"),

@@ -9,7 +9,8 @@ import time
 
 from rich.console import Console
 
-from taskrace.options import UsageError
+from taskrace.options import UsageError, from_env
+from workers.infra.redact import redact_url
 
 
 def port_number(text: str) -> int:
@@ -47,7 +48,9 @@ def add_live_parser(sub) -> None:
                        description="Serve the live view of an event log written by --events FILE, replayed "
                                    "at --speed, or of a run that relays its events through Redis "
                                    "(--events redis://HOST:PORT/DB; the lab's live profile does this).")
-    p.add_argument("source", metavar="FILE|redis://HOST:PORT/DB")
+    p.add_argument("source", metavar="FILE|redis://HOST:PORT/DB", type=from_env,
+                   help="an event log, a Redis URL, or env:NAME: the URL in the environment variable NAME "
+                        "(a password stays out of ps; the lab's live service reads env:TASKRACE_BROKER_URL)")
     p.add_argument("--speed", type=speed, default=1.0,
                    help="replay speed: 1 real time (default), 10 ten times faster, 0 all at once")
     p.add_argument("--port", type=port_number, default=0, help="port (default: any free one, printed)")
@@ -83,12 +86,13 @@ def cmd_live(args, console: Console) -> int:
         if not recorded:
             raise UsageError(f"{args.source} holds no events (write one with --events FILE)")
     state = LiveState()
-    server = LiveServer(state, args.bind, args.port, title=f"taskrace live: {args.source}")
+    source = redact_url(args.source) if following else args.source  # never a password on screen or page
+    server = LiveServer(state, args.bind, args.port, title=f"taskrace live: {source}")
     server.start()
     stop = threading.Event()
     if following:
         feed = threading.Thread(target=_follow, args=(follow, args.source, state, stop, console), daemon=True)
-        what = f"following {args.source}"
+        what = f"following {source}"
     else:
         feed = threading.Thread(target=replay, args=(recorded, state.add, args.speed, stop), daemon=True)
         what = f"replaying {len(recorded)} events" + (f" at {args.speed:g}x" if args.speed else " at once")
@@ -104,6 +108,9 @@ def cmd_live(args, console: Console) -> int:
             return 0
         while True:  # the replay is over: the page stays until Ctrl-C
             time.sleep(1)
+    except KeyboardInterrupt:  # Ctrl-C (or docker stop's SIGTERM) is how a live view ends
+        console.print("live view stopped", markup=False, highlight=False)
+        return 0
     finally:
         stop.set()
         server.stop(drain=0.5)

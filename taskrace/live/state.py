@@ -109,11 +109,13 @@ class LiveState:
     def _table(self, end: dict) -> dict | None:
         """The terminal's table of the run that ended, as text (80 columns) and HTML."""
         try:
-            if self._command in ("run", "compare") and self._points:
+            records = end.get("records") or [self._points[k] for k in sorted(self._points, key=lambda k: (k is None, k))]
+            if self._command in ("run", "compare") and records:
                 from taskrace.api import Results
 
-                records = [self._points[k] for k in sorted(self._points, key=lambda k: (k is None, k))]
-                result = Results(records, title=f"taskrace {self._command}", command=self._command)
+                title = f"taskrace {self._command}" + (f" (median of {end['repeat']})" if end.get("repeat") else "")
+                result = Results(records, fits=end.get("fits"), capacity=end.get("capacity"), title=title,
+                                 command=self._command)
                 html = result._repr_html_()
             elif self._command == "faults" and self._faults:
                 from taskrace.api import FaultResults
@@ -133,11 +135,12 @@ class LiveState:
 def _cells(point_end: dict) -> dict:
     """The terminal table's cells of one finished point (the one column model), for the
     page's table of points as they finish."""
-    from taskrace.reporting.columns import COLUMNS, Row
+    from taskrace.reporting.columns import COLUMNS
+    from taskrace.reporting.report import rows_of
 
     record = point_end.get("record") or {}
     try:
-        row = Row(record, point_end.get("label") or record.get("scenario", "?"))
+        row = rows_of([record])[0]  # the series label the terminal's table gives it ("bank none")
         return {c.key: c.text(row) for c in COLUMNS if c.compact}
     except Exception:  # noqa: BLE001 - a record of another shape: no cells, the page says "-"
         return {}

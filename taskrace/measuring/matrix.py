@@ -60,7 +60,8 @@ def plan_run(args) -> RunPlan:
 def execute_run(plan: RunPlan, history: list | None = None) -> dict:
     events.emit("run.start", command="run", label=f"running {plan.label}", total=None)
     record = run_one(plan.scenario, plan.tier, history)
-    events.emit("run.end", command="run", exit_code=exit_code([record], False))
+    # the final records ride on run.end: a live view (or its replay) prints the terminal's table
+    events.emit("run.end", command="run", exit_code=exit_code([record], False), records=[record])
     return record
 
 
@@ -144,7 +145,10 @@ def execute_compare(points: list, args) -> tuple[list[dict], list[dict], dict]:
         capacity["after"] = measure_capacity()
         events.emit("capacity", phase="after", result=capacity["after"])
     fits = sweep.derive(records)
-    events.emit("run.end", command="compare", exit_code=compare_exit_code(records, args.expect_safe))
+    # derive() completed the records (speedup, agreement): they ride on run.end, so a live
+    # view (or its replay) prints the terminal's table, not the points' first drafts
+    events.emit("run.end", command="compare", exit_code=compare_exit_code(records, args.expect_safe),
+                records=records, fits=fits, capacity=capacity, repeat=args.repeat)
     return records, fits, capacity
 
 

@@ -47,17 +47,32 @@ function pointOf(e) {
 }
 
 function sampleOf(p, t) {
-  if (!p.samples.length) p.samples.push({t0: t, tasks: new Map(), rows: new Map()});
+  if (!p.samples.length) p.samples.push({t0: t, tasks: [], open: new Map()});
   return p.samples[p.samples.length - 1];
 }
 
-function taskOf(e) {
+// One bar per execution: an index comes back in every trial of a bank, and a task
+// redelivered after its worker died runs again. A start or finish belongs to the
+// execution of that index still open in the sample; else it begins a new one.
+function taskOf(e, opens) {
   const p = pointOf(e);
   if (e.backend && p.backend === "?") p.backend = e.backend;
   const s = sampleOf(p, e.queued || e.started || e.t);
-  let task = s.tasks.get(e.index);
-  if (!task) { task = {index: e.index}; s.tasks.set(e.index, task); }
+  let task = s.open.get(e.index);
+  if (!task || (opens && task.s !== undefined)) {
+    if (task && opens && task.f === undefined && task.lost === undefined) {
+      task.again = true;  // started again before it finished: a redelivery
+      model.redelivered += 1;
+      return [p, s, task];
+    }
+    task = {index: e.index};
+    s.tasks.push(task); s.open.set(e.index, task);
+  }
   return [p, s, task];
+}
+
+function closeTask(s, task) {
+  if (s.open.get(task.index) === task) s.open.delete(task.index);
 }
 
 function apply(e) {
@@ -78,7 +93,7 @@ function apply(e) {
     }
     case "sample.start": {
       const p = pointOf(e);
-      p.samples.push({t0: e.t, tasks: new Map(), rows: new Map(), warmup: e.warmup});
+      p.samples.push({t0: e.t, tasks: [], open: new Map(), warmup: e.warmup});
       model.current = p.key;
       break;
     }
@@ -88,19 +103,17 @@ function apply(e) {
       model.pointsDone += 1;
       break;
     }
-    case "task.queued": { const [, , t] = taskOf(e); t.q = e.queued; break; }
+    case "task.queued": { const [, , t] = taskOf(e, true); t.q = e.queued; break; }
     case "task.started": {
-      const [p, , t] = taskOf(e);
+      const [p, , t] = taskOf(e, true);
       t.s = e.started; t.w = e.worker; if (e.op) t.op = e.op;
-      if (t.seenStart) { t.again = true; model.redelivered += 1; }
-      t.seenStart = true;
       model.holders.set(e.worker, {key: p.key, index: e.index, label: p.label});
       break;
     }
     case "task.finished": {
-      const [, , t] = taskOf(e);
-      if (t.f !== undefined) t.repeats = (t.repeats || 1) + 1;
-      t.s = t.s ?? e.started; t.f = e.finished; t.w = e.worker; t.ok = e.ok;
+      const [, s, t] = taskOf(e, false);
+      closeTask(s, t);
+      t.s = t.s ?? e.started; t.f = e.finished; t.w = e.worker; t.ok = e.ok; if (e.op) t.op = e.op;
       if (e.effect) t.effect = e.effect;
       if (e.duplicate) t.duplicate = true;
       model.finished += 1;
@@ -110,7 +123,8 @@ function apply(e) {
       break;
     }
     case "task.lost": {
-      const [, , t] = taskOf(e);
+      const [, s, t] = taskOf(e, false);
+      closeTask(s, t);
       t.lost = e.t; t.w = t.w || e.worker; t.reason = e.reason;
       model.lost += 1;
       const h = model.holders.get(e.worker);
@@ -138,7 +152,7 @@ function apply(e) {
       const f = faultOf(e), p = pointOf(e), counts = e.record.counts || {};
       f.record = e.record; p.label = `${e.record.fault} under ${e.record.mode}`; p.backend = "celery";
       const lostOps = new Set(counts.lost_ops || []);
-      for (const s of p.samples) for (const t of s.tasks.values())
+      for (const s of p.samples) for (const t of s.tasks)
         if (t.op && lostOps.has(t.op) && t.f === undefined) t.lost = f.fired ?? t.s;
       model.lost += counts.lost || 0;
       for (const [w, h] of model.holders) if (h.key === p.key) model.holders.delete(w);  // the run is over
@@ -210,7 +224,7 @@ function clearPage() {
 function layout(sample) {
   const rows = [];           // {worker, label, ends: [] per sub-row}
   const byWorker = new Map();
-  const tasks = [...sample.tasks.values()].filter(t => t.s !== undefined || t.lost !== undefined)
+  const tasks = sample.tasks.filter(t => t.s !== undefined || t.lost !== undefined)
                                             .sort((a, b) => (a.s ?? a.lost) - (b.s ?? b.lost));
   for (const t of tasks) {
     const w = t.w || "?";
@@ -232,7 +246,7 @@ function drawLanes() {
   let span = 0.001;
   for (const p of model.points.values())
     for (const s of p.samples)
-      for (const t of s.tasks.values()) {
+      for (const t of s.tasks) {
         const end = t.f ?? t.lost ?? (t.s !== undefined ? now : undefined);
         if (end !== undefined) span = Math.max(span, end - s.t0);
       }
@@ -281,7 +295,7 @@ function drawLanes() {
         g.globalAlpha = alpha;
         g.fillStyle = t.lost !== undefined && t.f === undefined ? "#c0392b" : t.ok === false ? "#e67e22" : colour(p.backend);
         g.fillRect(x(a), y, Math.max(1.5, x(b) - x(a) - 1), ROW_PX - 4);  // 1 px apart: back-to-back tasks stay two bars
-        if (t.again || t.repeats > 1 || t.duplicate) {
+        if (t.again || t.duplicate) {
           g.globalAlpha = alpha; g.strokeStyle = "#b22"; g.lineWidth = 1.5;
           g.strokeRect(x(a), y, Math.max(1.5, x(b) - x(a)), ROW_PX - 4);
         }
@@ -386,8 +400,8 @@ function drawFaults() {
     const r = f.record;
     f.title.textContent = `${f.fault || r?.fault || "fault"} under ${f.mode || r?.mode || "?"}` + (f.victim ? ` · victim ${f.victim} on ${f.worker}` : "");
     const p = model.points.get(f.key);
-    const tasks = p ? p.samples.flatMap(s => [...s.tasks.values()]) : [];
-    const lostOps = new Set(r?.counts?.lost_ops || []), dupOps = new Set(r?.counts?.duplicated_ops || []);
+    const tasks = p ? p.samples.flatMap(s => s.tasks) : [];
+    const lostOps = new Set(r?.counts?.lost_ops || []);
     f.el.dataset.lost = r ? r.counts.lost : "";
     f.el.dataset.duplicated = r ? r.counts.duplicated : "";
     f.el.dataset.kept = r ? String(r.kept) : "";
@@ -406,7 +420,7 @@ function drawFaults() {
     g.stroke();
     g.font = "12px system-ui, sans-serif";
     for (const t of tasks) {
-      if (t.duplicate || (t.op && dupOps.has(t.op) && t.repeats > 1)) { g.fillStyle = "#8e44ad"; g.fillText("⧉", x(t.f ?? t.s) - 4, 14); }
+      if (t.duplicate) { g.fillStyle = "#8e44ad"; g.fillText("⧉", x(t.f ?? t.s) - 4, 14); }
       if (t.op && lostOps.has(t.op)) { g.fillStyle = "#b22"; g.fillText(`✗ ${t.op}`, x(t.lost ?? t.s ?? t0) - 4, 28); }
     }
     if (r && f.fired && lostOps.size && !tasks.some(t => t.op && lostOps.has(t.op))) {
