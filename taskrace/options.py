@@ -74,10 +74,29 @@ def names_in(text: str, registry, kind: str) -> list[str]:
     return names
 
 
+ENV_PREFIX = "env:"
+
+
+def from_env(text: str) -> str:
+    """``env:NAME``: the value of the environment variable NAME, so that a URL with a
+    password (the lab's broker) reaches the command without being in its argv, where
+    ``ps`` would show it. Any other text is taken as it is."""
+    if not text.startswith(ENV_PREFIX):
+        return text
+    name = text[len(ENV_PREFIX):]
+    value = os.environ.get(name) if name else None
+    if not value:
+        raise argparse.ArgumentTypeError(f"{text}: the environment variable {name or '(no name)'} is not set")
+    return value
+
+
 def add_events_option(p: argparse.ArgumentParser) -> None:
     """--events FILE: the run's event stream as JSON lines (taskrace.events), as it happens."""
-    p.add_argument("--events", metavar="FILE", help="write every event of the run here as it happens "
-                   "(JSON lines: points, tasks queued/started/finished, ...; replay or study it later)")
+    p.add_argument("--events", metavar="FILE", type=from_env,
+                   help="write every event of the run here as it happens (JSON lines: points, tasks "
+                        "queued/started/finished, ...; replay or study it later); redis://HOST:PORT/DB "
+                        "relays them to a live view instead (taskrace live), env:NAME reads the URL from "
+                        "the environment variable NAME (a password stays out of ps)")
 
 
 def add_study_options(p: argparse.ArgumentParser, json_help: str, dry_run_help: str) -> None:
