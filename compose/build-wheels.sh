@@ -7,8 +7,9 @@
 # needs no package index (compose/Dockerfile). Wheels are for CPython 3.11 on x86_64
 # Linux: the Python of Debian bookworm (taskrace/python-base) and of python:3.11-slim.
 # With a host Python 3.11 this is a plain `pip wheel`; with another host Python, pip
-# downloads the cp311 manylinux wheels instead. Skips when the wheels are there and
-# pyproject.toml has not changed since (--force rebuilds).
+# downloads the cp311 manylinux wheels instead. Skips when the wheels are there, one for
+# every requirement, and the requirements (pyproject.toml's dependencies and the extras
+# below) have not changed since they were built (--force rebuilds).
 #
 # --python314: the wheels of the opt-in Python 3.14 lab image instead (cp314 manylinux
 # wheels downloaded for CPython 3.14 whatever the host's Python, into
@@ -85,11 +86,37 @@ PYEOF
 fi
 
 STAMP="$OUT/.stamp"
-want_stamp="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
+# What the image installs (compose/Dockerfile: the project's dependencies, then EXTRA), one
+# a line: the stamp is keyed on that list (and this script), not on the whole of
+# pyproject.toml, so a new dependency always rebuilds and a pytest setting never does.
+requirements() {
+  "$PY" - "$ROOT/pyproject.toml" "${EXTRA[@]}" <<'PYEOF'
+import sys, tomllib
+deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+print("\n".join([*deps, *sys.argv[2:]]))
+PYEOF
+}
+reqs="$(requirements)" || die "cannot read the dependencies from pyproject.toml (needs Python 3.11+: PYTHON=python3.11)"
+want_stamp="$(printf '%s\n' "$reqs" | cat - "$0" | sha256sum | cut -d' ' -f1)"
+# A wheel for every requirement's name (the stamp alone would trust a folder someone
+# pruned by hand); markers are the image's business, checked when the wheels are built.
+missing_wheels() {
+  REQS="$reqs" "$PY" - "$OUT" <<'PYEOF'
+import os, pathlib, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+have = {norm(w.name.split("-")[0]) for w in pathlib.Path(sys.argv[1]).glob("*.whl")}
+want = [re.split(r"[^A-Za-z0-9_.-]", r.strip(), maxsplit=1)[0] for r in os.environ["REQS"].splitlines() if r.strip()]
+print(" ".join(n for n in want if norm(n) not in have))
+PYEOF
+}
 if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] \
    && ls "$OUT"/taskrace-*.whl >/dev/null 2>&1; then
-  say "wheels in $OUT are up to date with pyproject.toml ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
-  exit 0
+  missing="$(missing_wheels)"
+  if [ -z "$missing" ]; then
+    say "wheels in $OUT are up to date with the requirements ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
+    exit 0
+  fi
+  say "wheels in $OUT lack $missing: rebuilding"
 fi
 
 mkdir -p "$OUT"
@@ -103,16 +130,11 @@ if [ "$host" = "cpython311-x86_64" ]; then
 else
   say "host is $host, not cpython311-x86_64: downloading cp311 manylinux wheels instead"
   "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$ROOT" || die "pip wheel of the project failed"
-  reqs="$("$PY" - "$ROOT/pyproject.toml" <<'PYEOF'
-import sys, tomllib
-print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]))
-PYEOF
-)"
-  mapfile -t deps <<<"$reqs"
+  mapfile -t deps <<<"$reqs"   # the dependencies and EXTRA
   "$PY" -m pip download --quiet --dest "$OUT" --only-binary=:all: --implementation cp \
     --python-version 3.11 --abi cp311 --abi abi3 --abi none \
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any \
-    "${deps[@]}" "${EXTRA[@]}" || die "pip download failed"
+    "${deps[@]}" || die "pip download failed"
 fi
 # The image's own Python decides environment markers (Debian's 3.11.2 needs async-timeout
 # for redis, a newer 3.11 does not): let it resolve against the wheels, offline, and
@@ -139,5 +161,7 @@ fi
 # Every wheel must install on CPython 3.11 / glibc x86_64 (no wheel for another Python).
 bad="$(ls "$OUT"/*.whl | xargs -n1 basename | grep -Ev -- '-(py3|py2\.py3|cp311|cp3[0-9]+)-(none|cp311|abi3)-(any|manylinux[^-]*x86_64|linux_x86_64)\.whl$' || true)"
 [ -z "$bad" ] || die "wheels the image's CPython 3.11 cannot install: $bad"
+missing="$(missing_wheels)"
+[ -z "$missing" ] || die "no wheel for $missing in $OUT"
 echo "$want_stamp" >"$STAMP"
 say "$(ls "$OUT"/*.whl | wc -l) wheels, $(du -sh "$OUT" | cut -f1), in $((SECONDS - t0)) s"
