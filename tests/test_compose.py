@@ -4,17 +4,23 @@
 Skipped only where no Docker engine answers and CI is unset; in CI a missing engine or
 Compose version fails. Images come from compose/build-base-images.sh (local Debian base
 images: no registry is ever asked) and compose/build-wheels.sh; both skip work already
-done, so only the first session on a machine pays for them (~4 minutes). Each stack is a
-compose project of its own (taskrace-test-<random>), removed with `down -v` in a
-finalizer whatever happened, then swept by label.
+done, so only the first session on a machine pays for them (~4 minutes).
+
+The lab is brought up once for the session (fixture ``compose_lab``, conftest.py and
+docker_helpers.py: Compose v2, the live profile on), and shared with the live view's and
+the fault lab's tests: every test here that needs Compose v1 and v2 drives that one
+project with each (``stack``), and re-`up`s only the services its configuration changes
+(the workers). Stacks of another configuration (`up --exit-code-from`, the opt-in Redis
+port, the join) are compose projects of their own (taskrace-test-<random>). Each is
+removed with `down -v` in a finalizer whatever happened, then swept by label.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,95 +35,18 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 try:
-    from docker_helpers import PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools, sh as _sh, \
-        unavailable as _unavailable
+    from docker_helpers import TAG, Stack, base_env as _base_env, compose_tools as _compose_tools, \
+        free_port as _free_port, sh as _sh, unavailable as _unavailable
 except ImportError:  # tests/ imported as a package
-    from tests.docker_helpers import (PYTHON_BASE, REDIS_BASE, compose_tools as _compose_tools,
-                                      sh as _sh, unavailable as _unavailable)
+    from tests.docker_helpers import (TAG, Stack, base_env as _base_env, compose_tools as _compose_tools,
+                                      free_port as _free_port, sh as _sh, unavailable as _unavailable)
 
 from scenarios import SCENARIOS  # noqa: E402
-from taskrace.lab.cluster import LABEL_PROJECT, LABEL_SERVICE, node_name  # noqa: E402
+from taskrace.lab.cluster import LABEL_SERVICE, node_name  # noqa: E402
 from workers import TIERS as TIER_REGISTRY  # noqa: E402
 
-# This session's image tag: another session building from another checkout (or the same
-# one, changed) must not swap the images under this one's stacks. Untagged at the end;
-# the layers stay in the build cache, so the next session builds in seconds.
-TAG = f"test-{secrets.token_hex(3)}"
 TIERS = ["sequential", "threads", "processes", "celery"]  # the lab's own; compare runs every registered tier
 SAFE_STRATEGIES = ["lock", "atomic", "optimistic", "queue"]
-# Every scenario on every tier, small: one measured run per point, short pauses.
-QUICK_LAB = ("--repeat 1 --warmup 0 --set bank.trials=2 --set power-io.sleep=0.1 "
-             "--set power-cpu.size=1000 --set mapreduce.size=200000")
-
-
-
-
-def _engine():
-    try:
-        import docker
-
-        client = docker.from_env(timeout=60)
-        client.ping()
-        return client
-    except Exception as exc:  # noqa: BLE001
-        _unavailable(f"no Docker engine answers: {exc}")
-
-
-
-
-
-
-def _base_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "LAB_", "TASKRACE_"))}
-    env.update(PYTHON_IMAGE=PYTHON_BASE, REDIS_IMAGE=REDIS_BASE, TASKRACE_TAG=TAG,
-               COLUMNS="200", DOCKER_GID=str(_socket_gid()))
-    if os.getuid() != 0:  # results written as us, so we can read and delete them
-        env.update(TASKRACE_UID=str(os.getuid()), TASKRACE_GID=str(os.getgid()))
-    env.update(extra)
-    return env
-
-
-def _socket_gid() -> int:
-    try:
-        return os.stat("/var/run/docker.sock").st_gid
-    except OSError:
-        return 0
-
-
-# session: engine, compose tools, images --------------------------------------------------
-@pytest.fixture(scope="session")
-def engine():
-    return _engine()
-
-
-@pytest.fixture(scope="session")
-def images(engine):
-    """The base images (debootstrap + docker import), the wheels, then the lab images
-    through `compose build`: all offline, all skipped when already done."""
-    tools = _compose_tools()
-    if not tools:
-        _unavailable("neither docker-compose nor docker compose is installed")
-    timings = {}
-    for script, limit in (("compose/build-base-images.sh", 900), ("compose/build-wheels.sh", 600)):
-        t0 = time.monotonic()
-        _sh(["bash", script], timeout=limit, env=_base_env())
-        timings[script] = round(time.monotonic() - t0, 1)
-    build = tools.get("v1") or tools["v2"]
-    t0 = time.monotonic()
-    _sh([*build, "-p", "taskrace-test-build", "build", "redis", "worker"], timeout=1200, env=_base_env())
-    timings["compose build"] = round(time.monotonic() - t0, 1)
-    # Rebuilds leave the previous image untagged: remove ours, never anyone else's.
-    for label in ("io.taskrace.image=lab", "io.taskrace.image=redis"):
-        engine.images.prune(filters={"dangling": True, "label": label})
-    print(f"image timings (s): {timings}")
-    try:
-        yield timings
-    finally:
-        for name in (f"taskrace/lab:{TAG}", f"taskrace/redis:{TAG}"):
-            try:
-                engine.images.remove(name)
-            except Exception:  # noqa: BLE001 - already gone, or still used by a leftover
-                pass
 
 
 def test_compose_config_validates_with_v1_and_v2():
@@ -135,11 +64,14 @@ def test_compose_config_validates_with_v1_and_v2():
         services = _sh([*tool, "config", "--services"], env=env, timeout=60).stdout.split()
         assert {"redis", "worker", "lab"} <= set(services), (version, services)
         assert "- monitoring" in _sh([*tool, "--profile", "monitoring", "config"], env=env, timeout=60).stdout
+        live = _sh([*tool, "--profile", "live", "config"], env=env, timeout=60).stdout
+        assert "- live" in live and "env:TASKRACE_BROKER_URL" in live, live
         if version == "v2":  # v1 lists every service whatever the profile; v2 filters
-            assert "flower" not in services
-            with_profile = _sh([*tool, "--profile", "monitoring", "config", "--services"], env=env,
-                               timeout=60).stdout.split()
-            assert "flower" in with_profile
+            assert "flower" not in services and "live" not in services
+            for profile, service in (("monitoring", "flower"), ("live", "live")):
+                with_profile = _sh([*tool, "--profile", profile, "config", "--services"], env=env,
+                                   timeout=60).stdout.split()
+                assert service in with_profile, (profile, with_profile)
     # The scaling override refuses to run without the socket's group.
     env.pop("DOCKER_GID")
     proc = _sh([*tools["v1"], "-f", "docker-compose.yml", "-f", "compose/scaling.yml", "config", "-q"],
@@ -147,77 +79,16 @@ def test_compose_config_validates_with_v1_and_v2():
     assert proc.returncode != 0 and "DOCKER_GID" in proc.stderr
 
 
-# a running stack, once per Compose version ------------------------------------------------
-class Stack:
-    def __init__(self, tool: list[str], version: str, client, results: Path):
-        self.tool, self.version, self.client, self.results = tool, version, client, results
-        self.project = f"taskrace-test-{version}-{secrets.token_hex(3)}"
-        self.env = _base_env(LAB_ARGS=QUICK_LAB, LAB_RESULTS_DIR=str(results),
-                             LAB_JSON="results/compare.json", WORKER_REPLICAS="3", LAB_WORKERS="2")
-
-    def compose(self, *args, files=(), timeout=300, check=True, env=None):
-        f = [x for name in files for x in ("-f", name)]
-        if f:
-            f = ["-f", "docker-compose.yml", *f]
-        return _sh([*self.tool, *f, "-p", self.project, *args], env=env or self.env, timeout=timeout,
-                   check=check)
-
-    def containers(self, service: str | None = None, all=True):
-        labels = [f"{LABEL_PROJECT}={self.project}"] + ([f"{LABEL_SERVICE}={service}"] if service else [])
-        return self.client.containers.list(all=all, filters={"label": labels})
-
-    def running_workers(self):
-        return [c for c in self.containers("worker", all=False)]
-
-    def cli(self, *args, env=None, timeout=120):
-        return subprocess.run([sys.executable, "-m", "taskrace", *args], cwd=REPO_ROOT, capture_output=True,
-                              text=True, timeout=timeout, env=env or dict(os.environ, COLUMNS="200"))
-
-    def leftovers(self) -> dict:
-        f = {"label": f"{LABEL_PROJECT}={self.project}"}
-        return {"containers": [c.name for c in self.client.containers.list(all=True, filters=f)],
-                "networks": [n.name for n in self.client.networks.list(filters=f)],
-                "volumes": [v.name for v in self.client.volumes.list(filters=f)]}
-
-    def down(self):
-        self.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180, check=False)
-
-    def sweep(self):
-        """Whatever `down` left (a crash mid-test, a clone): removed by label."""
-        f = {"label": f"{LABEL_PROJECT}={self.project}"}
-        for c in self.client.containers.list(all=True, filters=f):
-            c.remove(force=True, v=True)
-        for n in self.client.networks.list(filters=f):
-            n.remove()
-        for v in self.client.volumes.list(filters=f):
-            v.remove(force=True)
+# the lab, up once (conftest.py: compose_lab), driven by Compose v1 and v2 ----------------
+@pytest.fixture(params=["v1", "v2"])
+def stack(request, compose_lab):
+    """The session's lab, driven by Compose ``request.param`` (v1 and v2 both manage a
+    project either one made, by its labels)."""
+    return compose_lab.using(request.param)
 
 
-@pytest.fixture(scope="module", params=["v1", "v2"])
-def stack(request, engine, images, tmp_path_factory):
-    tools = _compose_tools()
-    if request.param not in tools:
-        _unavailable(f"Compose {request.param} is not installed")
-    results = tmp_path_factory.mktemp(f"results-{request.param}")
-    s = Stack(tools[request.param], request.param, engine, results)
-    try:
-        t0 = time.monotonic()
-        s.compose("up", "-d", timeout=300)
-        lab = s.containers("lab")
-        assert len(lab) == 1, [c.name for c in s.containers()]
-        status = lab[0].wait(timeout=300)
-        s.lab_seconds = round(time.monotonic() - t0, 1)
-        s.lab_exit = status["StatusCode"]
-        s.lab_log = lab[0].logs().decode(errors="replace")
-        print(f"compose {request.param}: lab ran in {s.lab_seconds} s")
-        yield s
-    finally:
-        s.down()
-        s.sweep()
-        shutil.rmtree(results, ignore_errors=True)
-
-
-def test_lab_runs_every_scenario_on_every_tier(stack):
+def test_lab_runs_every_scenario_on_every_tier(compose_lab):
+    stack = compose_lab  # the run of the bring-up itself: whichever Compose drives it later
     assert stack.lab_exit == 0, stack.lab_log[-3000:]
     assert "taskrace compare" in stack.lab_log  # the table went to the logs
     doc = json.loads((stack.results / "compare.json").read_text())
@@ -266,7 +137,8 @@ def test_lab_runs_every_scenario_on_every_tier(stack):
 
 
 def test_scaling_to_two_workers_uses_both(stack):
-    """The lab resizes the worker service itself (compose/scaling.yml: Docker socket)."""
+    """The lab resizes the worker service itself (compose/scaling.yml: Docker socket), in a
+    one-off lab container of each Compose."""
     out = stack.compose("run", "--rm", "lab", "taskrace", "compare", "--backend", "celery", "-n", "2",
                         "--scenario", "mapreduce", "--set", "mapreduce.size=200000", "--repeat", "1",
                         "--warmup", "0", "--no-progress", "--json", "results/scale.json",
@@ -282,6 +154,13 @@ def test_scaling_to_two_workers_uses_both(stack):
 
 
 def test_cluster_status_scale_and_kill_worker(stack):
+    # The workers as this Compose makes them (v1 names replicas <project>_worker_<n>, v2
+    # <project>-worker-<n>): `taskrace cluster scale` names its clones after them.
+    stack.compose("up", "-d", "--no-deps", "--force-recreate", "--timeout", "5", "--scale", "worker=2", "worker",
+                  timeout=180)
+    sep = "_" if stack.version == "v1" else "-"
+    names = [c.name for c in stack.running_workers()]
+    assert len(names) == 2 and all(re.fullmatch(rf"{stack.project}{sep}worker{sep}\d+", n) for n in names), names
     p = ["cluster", "--project", stack.project]
     scaled = stack.cli(*p, "scale", "3")
     assert scaled.returncode == 0, scaled.stderr
@@ -316,7 +195,8 @@ def test_cluster_status_scale_and_kill_worker(stack):
     assert len(no_engine.stderr.strip().splitlines()) == 1
 
 
-def test_redis_is_private_persistent_and_not_evicting(stack):
+def test_redis_is_private_persistent_and_not_evicting(compose_lab):
+    stack = compose_lab
     redis_c = stack.containers("redis")[0]
     redis_c.reload()
     assert not redis_c.attrs["HostConfig"]["PortBindings"], redis_c.attrs["HostConfig"]["PortBindings"]
@@ -329,14 +209,15 @@ def test_redis_is_private_persistent_and_not_evicting(stack):
     assert redis_c.attrs["State"]["Health"]["Status"] == "healthy"
 
 
-def test_redis_opt_in_port_is_loopback_only(stack):
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_redis_opt_in_port_is_loopback_only(version, engine, images, tmp_path):
     import redis
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    extra = Stack(stack.tool, stack.version, stack.client, stack.results)
-    extra.project += "-port"
+    tools = _compose_tools()
+    if version not in tools:
+        _unavailable(f"Compose {version} is not installed")
+    port = _free_port()
+    extra = Stack(tools[version], version, engine, tmp_path, name="taskrace-test-port")
     extra.env = _base_env(REDIS_HOST_PORT=str(port), REDIS_PASSWORD="optinportcheck123")
     try:
         extra.compose("up", "-d", "redis", files=["compose/redis-port.yml"], timeout=180)
@@ -368,7 +249,7 @@ def test_containers_do_not_run_as_root(stack):
         code, out = c.exec_run(["id", "-u"])
         assert code == 0 and out.decode().strip() != "0", (service, out)
         checked.append(service)
-    assert {"redis", "worker"} <= set(checked), checked
+    assert {"redis", "worker", "live"} <= set(checked), checked
     # results-init: root for one chown, with that capability alone, no network, a read-only
     # root filesystem; then it only idles (so that `up --exit-code-from lab` can work).
     init = stack.containers("results-init")[0]
@@ -403,8 +284,7 @@ def test_up_scale_worker_2_exit_code_from_lab(version, engine, images, tmp_path)
     if version not in tools:
         _unavailable(f"Compose {version} is not installed")
     results = tmp_path / "results"  # absent: the engine creates it, root's, and results-init hands it over
-    s = Stack(tools[version], version, engine, results)
-    s.project = f"taskrace-test-{version}-up-{secrets.token_hex(3)}"
+    s = Stack(tools[version], version, engine, results, name="taskrace-test-up")
     s.env = _base_env(LAB_ARGS=LIGHT_LAB, LAB_RESULTS_DIR=str(results), LAB_JSON="results/compare.json",
                       LAB_WORKERS="2")
     try:
@@ -450,6 +330,25 @@ def test_up_scale_worker_2_exit_code_from_lab(version, engine, images, tmp_path)
         for c in doc["environment"]["cpu_capacity"].values():
             assert c["capacity"] <= c["cpus"] and c["capacity"] == round(min(c["ratio"], c["cpus"]), 2)
         assert (results / "compare.json").stat().st_uid != 0
+        # Redis has no port on the host, as this Compose made it.
+        redis_c = s.containers("redis")[0]
+        assert not redis_c.attrs["HostConfig"]["PortBindings"]
+        # The lab relayed its run through Redis (the stream taskrace:events, kept in the AOF)
+        # point by point; with no live view following (no `live` profile), not one per-task event.
+        redis_c.start()
+        deadline = time.monotonic() + 60
+        while b"PONG" not in redis_c.exec_run(["redis-cli", "ping"])[1]:  # the AOF loaded
+            assert time.monotonic() < deadline, redis_c.logs()[-2000:]
+            time.sleep(0.5)
+        code, out = redis_c.exec_run(["redis-cli", "--raw", "XRANGE", "taskrace:events", "-", "+"])
+        assert code == 0, out
+        relayed = out.decode()
+        assert '"kind":"point.' in relayed, relayed[-2000:]
+        assert '"kind":"task.' not in relayed, [line for line in relayed.splitlines() if '"kind":"task.' in line][:3]
+        # `down -v` with this Compose removes every container, the network and the volume.
+        assert s.leftovers()["volumes"], "the stack should have its redis volume before down"
+        s.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180)
+        assert s.leftovers() == {"containers": [], "networks": [], "volumes": []}
     finally:
         s.down()
         s.sweep()
@@ -461,8 +360,8 @@ def test_up_scale_worker_2_exit_code_from_lab(version, engine, images, tmp_path)
 # when one is killed (running under late acks; running and one prefetched under early acks).
 KILL_LAB = ["--scenario", "power-io", "--backend", "celery", "-n", "2", "--set", "power-io.tasks=4",
             "--set", "power-io.sleep=1.5", "--repeat", "1", "--warmup", "0", "--no-progress"]
-# The kill is the celery tier's business, not Compose's: one delivery mode per stack, so each
-# half runs once (Compose v1's stack: at-most-once, v2's: at-least-once), on the lab already up.
+# The kill is the celery tier's business, not Compose's: one delivery mode per Compose, so each
+# half runs once (Compose v1's one-off lab: at-most-once, v2's: at-least-once), on the lab already up.
 KILL_MODE = {"v1": "at-most-once", "v2": "at-least-once"}
 
 
@@ -529,19 +428,16 @@ def test_docker_kill_of_a_worker_ends_the_labs_compare(stack):
     assert code == 0 and keys.strip() == b"", keys
 
 
-def test_down_removes_every_container_network_and_volume(stack):
+@pytest.mark.lab_down  # the last test on the session's lab (conftest.py orders it so)
+def test_down_removes_every_container_network_and_volume(compose_lab):
+    stack = compose_lab
     assert stack.leftovers()["volumes"], "the stack should have its redis volume before down"
+    assert stack.containers("live"), "the live profile's service should be there before down"
     stack.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180)
     assert stack.leftovers() == {"containers": [], "networks": [], "volumes": []}
 
 
 # a worker on another host joins over TLS (compose/join.yml) -------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_host_joins_the_lab_over_tls_as_the_worker_user(engine, images, tmp_path):
     """The README's join, by hand: a host in its own network namespace (taskrace host add)
     reaches the lab's one published port (the wan proxy, then Redis's TLS port) over the
