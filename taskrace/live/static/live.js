@@ -282,21 +282,27 @@ function drawLanes() {
     const x = t => LABEL_PX + (width - LABEL_PX - 8) * Math.max(0, t) / span;
     g.font = "11px system-ui, sans-serif"; g.fillStyle = "#444";
     for (const r of latest.rows) g.fillText(shortWorker(r.worker), 4, r.y * ROW_PX + 11);
+    // Queue waits first, bars over them: a wait shows only where its row was free.
+    layouts.forEach((l, i) => {
+      const alpha = i === layouts.length - 1 ? 0.95 : 0.18, s = p.samples[i];
+      g.globalAlpha = alpha * 0.6; g.fillStyle = "#999";
+      for (const t of l.tasks)
+        if (t.q !== undefined && t.s !== undefined && t.s - t.q > span / 400) {
+          const y = (t.row.y + t.sub) * ROW_PX + 2;
+          g.fillRect(x(t.q - s.t0), y + ROW_PX / 2 - 2, x(t.s - s.t0) - x(t.q - s.t0), 1);
+        }
+    });
     layouts.forEach((l, i) => {
       const alpha = i === layouts.length - 1 ? 0.95 : 0.18;
       const s = p.samples[i];
       for (const t of l.tasks) {
         const y = (t.row.y + t.sub) * ROW_PX + 2;
         const a = (t.s ?? t.lost) - s.t0, b = (t.f ?? t.lost ?? now) - s.t0;
-        if (t.q !== undefined && t.s !== undefined && t.s - t.q > span / 400) {
-          g.globalAlpha = alpha * 0.6; g.fillStyle = "#999";
-          g.fillRect(x(t.q - s.t0), y + ROW_PX / 2 - 2, x(a) - x(t.q - s.t0), 1);
-        }
         g.globalAlpha = alpha;
         g.fillStyle = t.lost !== undefined && t.f === undefined ? "#c0392b" : t.ok === false ? "#e67e22" : colour(p.backend);
         g.fillRect(x(a), y, Math.max(1.5, x(b) - x(a) - 1), ROW_PX - 4);  // 1 px apart: back-to-back tasks stay two bars
         if (t.again || t.duplicate) {
-          g.globalAlpha = alpha; g.strokeStyle = "#b22"; g.lineWidth = 1.5;
+          g.strokeStyle = "#b22"; g.lineWidth = 1.5;
           g.strokeRect(x(a), y, Math.max(1.5, x(b) - x(a)), ROW_PX - 4);
         }
         if (t.lost !== undefined && t.f === undefined) { g.fillStyle = "#b22"; g.fillText("✗", x(b) + 2, y + 9); }
