@@ -66,7 +66,7 @@ def _argv(command: str, positional: list[str], options: dict) -> list[str]:
         flag, action = table[name]
         if value is None or value is False:
             continue
-        if action.nargs == 0:  # a switch: True means given
+        if action.nargs == 0 or (action.nargs == "?" and value is True):  # a switch (or --live): given
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):  # --set, --sweep: one item each
             items = value.items() if isinstance(value, dict) else [value] if isinstance(value, str) else value
@@ -105,20 +105,22 @@ class _input_errors:
         return False
 
 
-def _listening(on_event: Callable | None, events: str | None, trace: bool, progress: bool):
+def _listening(on_event: Callable | None, events: str | None, trace: bool, progress: bool, args=None):
     """Subscribers for one call: a recorder for the result, the caller's function, the
-    JSON-lines log, the progress bar. Returns (ExitStack, recorder)."""
-    from taskrace.options import check_writable
-
+    event log (a file, or a Redis URL a live view follows), the live view (``live=True``
+    or a port), the progress bar. Returns (ExitStack, recorder)."""
     stack = ExitStack()
     recorder = stack.enter_context(stream.Recorder(tasks=trace))
     if on_event is not None:
         stack.enter_context(stream.subscribe(on_event, tasks=True))
     if events:
-        check_writable(events)
-        from taskrace.eventlog import JsonLinesLog
+        from taskrace.eventlog import open_sink
 
-        stack.enter_context(JsonLinesLog(events))
+        stack.enter_context(open_sink(events))
+    if getattr(args, "live", None) is not None:
+        from taskrace import live
+
+        stack.enter_context(live.watching(args.live, args.live_bind, title=f"taskrace {args.command}"))
     if progress:
         from taskrace.progress import ProgressBar
 
@@ -137,7 +139,7 @@ def run(scenario: str, backend: str = "sequential", workers: int | None = None, 
     with _input_errors():
         args = parse("run", [scenario], backend=backend, workers=workers, **options)
         plan = plan_run(args)
-        stack, recorder = _listening(on_event, events, trace, progress)
+        stack, recorder = _listening(on_event, events, trace, progress, args)
     with stack:
         history: list | None = [] if scenario == "bank" else None
         record = execute_run(plan, history)
@@ -156,7 +158,7 @@ def compare(scenario: str | list[str] | None = None, backend: str | list[str] | 
     with _input_errors():
         args = parse("compare", **{k: v for k, v in given.items() if v is not None}, **options)
         points = plan_compare(args)
-        stack, recorder = _listening(on_event, events, trace, progress)
+        stack, recorder = _listening(on_event, events, trace, progress, args)
     with stack:
         records, fits, capacity = execute_compare(points, args)
     return Results(records, fits=fits, capacity=capacity, title=f"taskrace compare (median of {args.repeat})",
@@ -181,7 +183,7 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
             except ClusterError as exc:
                 raise InputError(str(exc)) from None
             factory = LabCluster
-        stack, recorder = _listening(on_event, events, trace, progress)
+        stack, recorder = _listening(on_event, events, trace, progress, args)
     with stack:
         records, contrast = run_matrix(specs, factory, contrast=not args.no_contrast)
     from taskrace.faultlab.document import document
@@ -198,7 +200,7 @@ def network(*, on_event: Callable | None = None, events: str | None = None, trac
     with _input_errors():
         args = parse("network", **options)
         plan = plan_from(args)
-        stack, recorder = _listening(on_event, events, trace, progress)
+        stack, recorder = _listening(on_event, events, trace, progress, args)
     with stack:
         doc = study(plan)
     return NetworkResults(doc, events=recorder.events)

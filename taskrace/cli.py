@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from scenarios import SCENARIOS, get_scenario
 from taskrace.errors import BAD_INPUT
-from taskrace.eventlog import JsonLinesLog
+from taskrace.eventlog import open_sink
 from taskrace.measuring.matrix import EXIT_FAILED, EXIT_OK, exit_code  # noqa: F401 - exit_code: tests read it here
 from taskrace.options import UsageError, check_writable, tier_options
 from taskrace.parser import build_parser
@@ -272,24 +272,12 @@ def dispatch(args, console: Console) -> int:
     with contextlib.ExitStack() as listening:
         path = getattr(args, "events", None)
         if path:
-            listening.enter_context(_event_sink(path))
+            listening.enter_context(open_sink(path))
         if getattr(args, "live", None) is not None:
             from taskrace import live
 
             listening.enter_context(live.watching(args.live, args.live_bind, title=f"taskrace {args.command}"))
         return handler(args, console)
-
-
-def _event_sink(path: str):
-    from taskrace.live.relay import RedisRelay, is_redis_url
-
-    if is_redis_url(path):
-        try:
-            return RedisRelay(path)
-        except ConnectionError as exc:
-            raise UsageError(f"--events: {exc}") from None
-    check_writable(path)
-    return JsonLinesLog(path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,21 @@ class JsonLinesLog:
         self.close()
 
 
+def open_sink(target: str):
+    """Where ``--events`` sends the stream: a JSON-lines file, or a Redis URL (the live
+    view elsewhere follows it: ``taskrace.live.relay``). A context manager either way."""
+    from taskrace.live.relay import RedisRelay, is_redis_url
+    from taskrace.options import UsageError, check_writable
+
+    if is_redis_url(target):
+        try:
+            return RedisRelay(target)
+        except ConnectionError as exc:
+            raise UsageError(f"--events: {exc}") from None
+    check_writable(target)
+    return JsonLinesLog(target)
+
+
 class BadEventLog(ValueError):
     """An event log that cannot be read; the message is one line."""
 

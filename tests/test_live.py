@@ -282,3 +282,14 @@ def test_events_and_pages_carry_no_secret():
     state.add(Event("status", 2.0, {"text": "broker redis://:hunter2@redis:6379/0 up"}))
     lines, _, _ = state.since(0, state.generation)
     assert "hunter2" not in "".join(lines) and "redis://:***@redis:6379/0" in "".join(lines)
+
+
+def test_the_library_takes_live_too(capfd):
+    import taskrace
+
+    r = taskrace.run("power-io", backend="threads", workers=2, sleep=0.01, live=True)
+    url = re.search(r"live view: (http://\S+)", capfd.readouterr().err).group(1)
+    assert r.ok and r.records[0]["tasks"] > 0
+    assert port_is_free(int(url.rsplit(":", 1)[1].strip("/")))  # the call ended, so did its page's server
+    with pytest.raises(taskrace.InputError, match="a port is 0-65535"):
+        taskrace.run("power-io", live=70000)
