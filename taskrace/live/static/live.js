@@ -100,6 +100,8 @@ function apply(e) {
     case "point.end": {
       const p = pointOf(e);
       p.record = e.record; p.cells = e.cells || {};
+      // the table's series label names what a sweep or a variant varies ("globals shared")
+      if (p.cells.scenario && !p.key.startsWith("f")) p.label = `${p.cells.scenario} on ${p.backend} -n ${p.workers}`;
       model.pointsDone += 1;
       break;
     }
