@@ -47,9 +47,9 @@ def run(argv, timeout=120, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, **kw)
 
 
-def write_env(path: Path, url: str, ca: str = "ca.crt") -> Path:
+def write_env(path: Path, url: str, ca: str = "ca.crt", delivery: str = "at-least-once") -> Path:
     path.write_text(f"# handed out by the lab\nTASKRACE_BROKER_URL={url}\nTASKRACE_CA_FILE={ca}\n"
-                    f"TASKRACE_QUEUE=taskrace\n")
+                    f"TASKRACE_QUEUE=taskrace\nTASKRACE_DELIVERY={delivery}\n")
     return path
 
 
@@ -131,16 +131,20 @@ for addr in (("127.0.0.1", {lab.redis.port}), ("{GATEWAY}", {lab.redis.port})):
         _wait_ready(proc, log)
         node = f"{name}@{HOSTNAME}"
         assert f"taskrace worker: {node} joins rediss://worker:***@{GATEWAY}:{lab.tls_port}/0" in log.read_text()
+        assert "delivery at-least-once; worker rights checked" in log.read_text()  # the env file's mode
         assert lab.redis.tls_proxy.connections_total > 0  # its connections crossed the bridge
         assert not any(lab.redis.worker_password in c for c in _cmdlines(proc.pid))  # not in ps
         # and the harness, on loopback as the taskrace user, runs power-io on external workers
+        # in the lab's delivery mode (it refuses workers that run another: late acks act there)
         result = lab.dir / "run.json"
         harness = run([*TASKRACE, "run", "power-io", "-b", "celery", "--external-workers", "-n", "1",
                        "--sleep", "0.2", "--json", str(result)],
-                      env=dict(os.environ, REDIS_URL=lab.redis.url, TASKRACE_QUEUE="taskrace"), timeout=180)
-        # Then its tasks ran on the joined worker, and the record's nodes name it
+                      env=dict(os.environ, REDIS_URL=lab.redis.url, TASKRACE_QUEUE="taskrace",
+                               TASKRACE_DELIVERY="at-least-once"), timeout=180)
+        # Then its tasks ran on the joined worker, in the env file's mode, and the record's nodes name it
         assert harness.returncode == 0, harness.stderr[-1500:]
         record = json.loads(result.read_text())["runs"][0]
+        assert record["tier"]["delivery"]["mode"] == "at-least-once"
         assert list(record["nodes"]) == [node], record["nodes"]
         assert sum(record["nodes"].values()) == 2  # both of power-io's tasks
         # Ctrl-C's twin, SIGTERM, stops it with Celery's warm shutdown
@@ -213,6 +217,8 @@ def _refusal_cases(lab, lacking_user, tmp: Path):
                              "carries a password"),
         "wrong CA": (env("wrongca", lab.url(), ca="other-ca.crt"), True, "does not verify"),
         "negative latency": (["--env-file", str(lab.env_file), "--latency=-5ms"], True, "negative"),
+        "unknown delivery mode": (["--env-file", str(write_env(tmp / "nomode.env", lab.url(), delivery="sometimes"))],
+                                  True, "TASKRACE_DELIVERY=sometimes is not a delivery mode"),
         # --redis-url without a password takes it from $TASKRACE_REDIS_PASSWORD (here a wrong one)
         "password from the environment": (["--redis-url", lab.url().replace(f":{lab.redis.worker_password}@", "@"),
                                            "--ca-file", str(tmp / "ca.crt")], True, "wrong password"),
@@ -322,3 +328,101 @@ def test_host_add_rm_leaves_nothing_behind():
     finally:
         run([*TASKRACE, "host", "rm", name])
     assert f"taskrace-{name}" not in _netns()
+
+
+# join-init (compose/join.yml: python -m taskrace.lab.join init): what the lab hands out --------
+def _init(state: Path, out: Path, **env) -> subprocess.CompletedProcess:
+    """join-init's command as compose/join.yml runs it, with only these settings in its environment."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JOIN_", "TASKRACE_"))}
+    return run([sys.executable, "-m", "taskrace.lab.join", "init", str(state), str(out)], env={**base, **env})
+
+
+def _handed_out(state: Path, out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (out / "worker.env", out / "ca.crt", state / "redis.crt", state / "ca.crt")}
+
+
+def _cert_names(state: Path) -> set[str]:
+    from cryptography import x509
+
+    return sans(x509.load_pem_x509_certificate((state / "redis.crt").read_bytes()))
+
+
+def test_join_init_keeps_what_it_handed_out_while_the_certificate_covers_the_request(tmp_path):
+    # Given join-init run as the docs' "No second computer?" block runs it (JOIN_BIND=10.77.0.1)
+    state, out = tmp_path / "state", tmp_path / "join"
+    state.mkdir()
+    first = _init(state, out, JOIN_BIND="10.77.0.1", JOIN_PORT="6390", TASKRACE_DELIVERY="at-least-once")
+    assert first.returncode == 0, first.stderr
+    text = (out / "worker.env").read_text()
+    password = (state / "worker.password").read_text().strip()
+    assert f"TASKRACE_BROKER_URL=rediss://worker:{password}@10.77.0.1:6390/0" in text
+    assert "TASKRACE_DELIVERY=at-least-once" in text.splitlines()  # the lab's mode, for the joined workers
+    assert oct((out / "worker.env").stat().st_mode & 0o777) == "0o600"
+    assert _cert_names(state) == {"DNS:redis", "DNS:localhost", "IP:127.0.0.1", "IP:10.77.0.1"}
+    assert first.stdout.splitlines()[-1].endswith("ready for worker hosts at 10.77.0.1:6390")
+    handed = _handed_out(state, out)
+    # When a later command recreates it without the variables exported (the defaults:
+    # 127.0.0.1, port 6380, Celery's defaults), or with them again
+    later = _init(state, out)
+    same = _init(state, out, JOIN_BIND="10.77.0.1", JOIN_PORT="6390", TASKRACE_DELIVERY="at-least-once")
+    # Then nothing handed out changed, and the first says what it kept and how to change it
+    assert later.returncode == 0 and same.returncode == 0, later.stderr + same.stderr
+    assert _handed_out(state, out) == handed
+    kept = [line for line in later.stdout.splitlines() if "kept" in line]
+    assert len(kept) == 1 and "workers join at 10.77.0.1:6390, delivery at-least-once" in kept[0], later.stdout
+    assert "asked now: 127.0.0.1:6380, delivery at-most-once (JOIN_REISSUE=1 rewrites it" in kept[0]
+    assert later.stdout.splitlines()[-1].endswith("ready for worker hosts at 10.77.0.1:6390")
+    assert "kept" not in same.stdout and "wrote" not in same.stdout, same.stdout
+    assert password not in later.stdout + later.stderr + same.stdout + same.stderr
+    # a certificate lost from the state is made anew, still naming what was handed out
+    (state / "redis.crt").unlink()
+    remade = _init(state, out)
+    assert remade.returncode == 0 and "IP:10.77.0.1" in _cert_names(state), remade.stdout + remade.stderr
+    assert (out / "worker.env").read_bytes() == handed["worker.env"]
+
+
+def test_join_init_refuses_a_new_address_in_one_line_and_moves_only_when_told(tmp_path):
+    state, out = tmp_path / "state", tmp_path / "join"
+    state.mkdir()
+    assert _init(state, out, JOIN_BIND="10.77.0.1").returncode == 0
+    handed = _handed_out(state, out)
+    # A host the certificate does not name: refused, one line saying how to move; nothing changed
+    refused = _init(state, out, JOIN_BIND="192.0.2.7")
+    assert refused.returncode == 2 and refused.stdout == "", refused.stdout
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert "sends workers to 10.77.0.1:6380" in lines[0] and "not 192.0.2.7" in lines[0], lines
+    assert "JOIN_REISSUE=1 docker compose -f docker-compose.yml -f compose/join.yml up -d" in lines[0]
+    assert "restart redis" in lines[0]
+    assert _handed_out(state, out) == handed
+    # JOIN_REISSUE=1: the certificate for exactly the new names, the env file for them, the
+    # same CA and password; announced, with Redis's restart
+    moved = _init(state, out, JOIN_BIND="192.0.2.7", JOIN_REISSUE="1")
+    assert moved.returncode == 0, moved.stderr
+    assert _cert_names(state) == {"DNS:redis", "DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.7"}
+    now = _handed_out(state, out)
+    assert now["ca.crt"] == handed["ca.crt"] and now["worker.env"] != handed["worker.env"]
+    assert b"@192.0.2.7:6380/0" in now["worker.env"]
+    assert "wrote ./join/worker.env (re-issued): workers join at 192.0.2.7:6380" in moved.stdout
+    assert "restart redis" in moved.stdout and "server certificate for" in moved.stdout
+    # and from then on the new address is what is kept
+    assert _init(state, out).returncode == 0 and _handed_out(state, out) == now
+
+
+def test_join_init_rewrites_an_env_file_of_another_lab_and_refuses_bad_settings(tmp_path):
+    state, out = tmp_path / "state", tmp_path / "join"
+    state.mkdir()
+    assert _init(state, out, JOIN_BIND="10.77.0.1").returncode == 0
+    old = (out / "worker.env").read_bytes()
+    shutil.rmtree(state)  # `down -v`: a new join-state volume, a new password and CA
+    state.mkdir()
+    again = _init(state, out, JOIN_BIND="10.77.0.1")
+    assert again.returncode == 0, again.stderr
+    assert (out / "worker.env").read_bytes() != old and "was not this lab's" in again.stdout
+    assert (out / "ca.crt").read_bytes() == (state / "ca.crt").read_bytes()
+    for env, says in (({"TASKRACE_DELIVERY": "sometimes"}, "unknown delivery mode 'sometimes'"),
+                      ({"JOIN_PORT": "http"}, "JOIN_PORT=http is not a number"),
+                      ({"JOIN_BIND": "bad host"}, "neither an IP address nor a DNS name")):
+        proc = _init(state, out, **env)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and says in proc.stderr, \
+            (env, proc.stderr)

@@ -2,10 +2,11 @@
 
     other host                                     the lab's host
     ----------                                     --------------
-    join/worker.env  (handed out by the lab)
+    join/worker.env  (handed out by the lab: join-init, ``init_lab`` below)
       TASKRACE_BROKER_URL=rediss://worker:PW@HOST:PORT/0
       TASKRACE_CA_FILE=ca.crt   (beside the env file)
       TASKRACE_QUEUE=taskrace
+      TASKRACE_DELIVERY=at-most-once   (the lab's mode: the worker runs it)
           |
     taskrace worker --env-file join/worker.env
       1. read the file, refuse what cannot work (one line, exit 2):
@@ -28,11 +29,18 @@
 No password is ever taken from the command line (``ps`` shows it to every user): a
 ``--redis-url`` carrying one is refused; give the URL without it and the password in
 TASKRACE_REDIS_PASSWORD. Ctrl-C or SIGTERM stops the worker with Celery's warm shutdown.
+
+``python -m taskrace.lab.join init STATE_DIR JOIN_DIR`` is compose/join.yml's join-init:
+what the lab hands out (``init_lab``). Once handed out, ``join/worker.env`` and Redis's
+certificate stay as they are while they cover what is asked (a later command without
+JOIN_BIND exported asks for 127.0.0.1, which every certificate names): a new address
+is refused in one line, and moved to only with JOIN_REISSUE=1, announced.
 """
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import ssl
@@ -44,6 +52,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from taskrace.options import UsageError
 from workers.celery_workers import POOLS
+from workers.delivery import ENV as DELIVERY_ENV, MODES
 from workers.infra.redact import redact_url
 
 PASSWORD_ENV = "TASKRACE_REDIS_PASSWORD"
@@ -78,6 +87,7 @@ class Join:
     ca_file: str | None
     queue: str
     name: str
+    delivery: str | None = None  # the lab's mode (TASKRACE_DELIVERY): the worker runs it
 
     @property
     def shown(self) -> str:
@@ -153,7 +163,10 @@ def resolve(args, environ=os.environ) -> Join:
         ca = Path(environ["TASKRACE_CA_FILE"])
     else:
         ca = None
-    join = Join(url, str(ca) if ca else None, value("TASKRACE_QUEUE") or DEFAULT_QUEUE, args.name)
+    delivery = value(DELIVERY_ENV)
+    if delivery is not None and delivery not in MODES:
+        raise UsageError(f"{DELIVERY_ENV}={delivery} is not a delivery mode; choose from: {', '.join(MODES)}")
+    join = Join(url, str(ca) if ca else None, value("TASKRACE_QUEUE") or DEFAULT_QUEUE, args.name, delivery)
     check_url(join)
     return join
 
@@ -279,12 +292,14 @@ def cmd_worker(args, console) -> int:
         node = f"{join.name}@{socket.gethostname()}"
         argv = worker_argv(join.name, join.queue, concurrency=args.concurrency, pool=args.pool,
                            loglevel=args.loglevel)
-        env = worker_env(url, {"TASKRACE_QUEUE": join.queue})
+        env = worker_env(url, {"TASKRACE_QUEUE": join.queue, **({DELIVERY_ENV: join.delivery} if join.delivery
+                                                               else {})})
         for key in (PASSWORD_ENV, "REDIS_URL", *CELERY_ENV_OVERRIDES):
             env.pop(key, None)
         via = f" through a {latency.to_dict()['spec']} proxy" if latency is not None else ""
         tls = f", TLS verified with {join.ca_file}" if urlsplit(url).scheme == "rediss" else ""
-        print(f"taskrace worker: {node} joins {join.shown}{via}{tls}, queue {join.queue}; "
+        mode = f", delivery {join.delivery}" if join.delivery else ""
+        print(f"taskrace worker: {node} joins {join.shown}{via}{tls}, queue {join.queue}{mode}; "
               f"worker rights checked", file=sys.stderr, flush=True)
         sys.stdout.flush()
         if proxy is None:
@@ -312,3 +327,147 @@ def _run_beside(argv: list[str], env: dict) -> int:
             kill_trees([proc.pid], timeout=5)
             proc.wait(5)
         return 0
+
+
+# --- join-init: what the lab hands out (compose/join.yml) ---------------------------------
+REISSUE_ENV = "JOIN_REISSUE"
+ENV_FILE = "worker.env"
+_COMPOSE = "docker compose -f docker-compose.yml -f compose/join.yml"
+
+
+class JoinInitError(ValueError):
+    """join-init cannot keep what it handed out and do what is asked: one line, exit 2."""
+
+
+def worker_env_text(host: str, port: int, password: str, delivery: str) -> str:
+    return (f"# taskrace: join the lab at {host}:{port} (TLS, ACL user worker)\n"
+            f"TASKRACE_BROKER_URL=rediss://worker:{password}@{host}:{port}/0\n"
+            f"TASKRACE_CA_FILE=ca.crt\nTASKRACE_QUEUE={DEFAULT_QUEUE}\n{DELIVERY_ENV}={delivery}\n")
+
+
+def _handed_out(env_path: Path, ca_path: Path, state_ca: Path, password: str) -> tuple[str, str, str] | None:
+    """(host, port, delivery) of the worker.env this lab handed out, or None: no file, or
+    one that is not this lab's (another password or CA: a new join-state volume)."""
+    try:
+        values = read_env_file(str(env_path))
+        parts = urlsplit(values.get("TASKRACE_BROKER_URL", ""))
+        same = (parts.password == password and ca_path.read_bytes() == state_ca.read_bytes())
+        return (parts.hostname, str(parts.port), values.get(DELIVERY_ENV) or "") if same else None
+    except (UsageError, OSError, ValueError):
+        return None
+
+
+def init_lab(state_dir, join_dir, bind: str = "127.0.0.1", host: str | None = None, port: int = 6380,
+             delivery: str | None = None, reissue: bool = False, owner: tuple[int, int] | None = None) -> list[str]:
+    """The lab's side of a join: the worker user's password, the CA and Redis's certificate
+    in ``state_dir`` (join-state: Redis reads them), ``worker.env`` and ``ca.crt`` in
+    ``join_dir`` (what worker hosts get, ``owner``'s). Returns what to announce.
+
+    Nothing handed out changes silently: an existing ``worker.env`` of this lab and the
+    certificate are kept whenever the certificate names every host asked for (JOIN_BIND,
+    JOIN_HOST, and redis, localhost, 127.0.0.1), whatever else changed (said in a line);
+    a host it does not name: JoinInitError, one line saying how to re-issue. ``reissue``
+    (JOIN_REISSUE=1): the certificate for exactly these hosts and ``worker.env`` for
+    them, announced. The env file carries the lab's delivery mode (TASKRACE_DELIVERY;
+    empty: Celery's defaults, at-most-once), which ``taskrace worker`` then runs."""
+    from workers.delivery import resolve
+    from workers.infra import tls
+
+    state, out = Path(state_dir), Path(join_dir)
+    host = host or bind
+    try:
+        mode = resolve(delivery or None).name
+    except ValueError as exc:
+        raise JoinInitError(f"join-init: {DELIVERY_ENV}: {exc}") from None
+    try:
+        hosts = tls.parse_hosts(",".join(["redis", "localhost", "127.0.0.1", bind, host]))
+    except tls.TLSError as exc:
+        raise JoinInitError(f"join-init: JOIN_BIND/JOIN_HOST: {exc}") from None
+    if not 0 < int(port) < 65536:
+        raise JoinInitError(f"join-init: JOIN_PORT={port} is not a port")
+    secret = state / "worker.password"
+    if not secret.is_file() or not secret.read_text().strip():
+        tls.write_private(secret, (secrets.token_hex(24) + "\n").encode(), 0o600)
+    password = secret.read_text().strip()
+    env_path, ca_path = out / ENV_FILE, out / tls.CA_CERT
+    handed = _handed_out(env_path, ca_path, state / tls.CA_CERT, password)
+    names = tls.server_names(state)
+    missing = tls.wanted_sans(hosts) - names if names is not None else set()
+    if missing and not reissue:
+        sent = f"join/worker.env sends workers to {handed[0]}:{handed[1]}, and " if handed else ""
+        raise JoinInitError(
+            f"join-init: {sent}Redis's certificate names {', '.join(tls.hosts_of(names))}, not "
+            f"{', '.join(tls.hosts_of(missing))} (JOIN_BIND/JOIN_HOST); both kept. Set JOIN_BIND and JOIN_HOST as "
+            f"before (export them once), or move the lab to the new address: {REISSUE_ENV}=1 {_COMPOSE} up -d, "
+            f"then {_COMPOSE} restart redis, and hand out the new join/worker.env")
+    had_cert = (state / tls.SERVER_CERT).exists()
+    if handed is not None and not reissue:  # a certificate made anew still names what is handed out
+        hosts = list(dict.fromkeys([*hosts, handed[0]]))
+    try:
+        written = tls.ensure(state, hosts, keep_covering=not reissue)
+    except tls.TLSError as exc:
+        raise JoinInitError(f"join-init: {exc}") from None
+    said = [f"join-init: wrote {path.name}: {what}" for path, what in written]
+    if had_cert and any(path.name == tls.SERVER_CERT for path, _ in written):
+        said.append(f"join-init: Redis serves the new certificate once restarted: {_COMPOSE} restart redis")
+    try:
+        out.mkdir(exist_ok=True)
+        if not ca_path.exists() or ca_path.read_bytes() != (state / tls.CA_CERT).read_bytes():
+            tls.write_private(ca_path, (state / tls.CA_CERT).read_bytes(), 0o644)
+            _own(ca_path, owner)
+        if handed is not None and not reissue:
+            at = f"{handed[0]}:{handed[1]}"
+            if handed != (host, str(port), mode):
+                said.append(f"join-init: kept ./join/{ENV_FILE} as handed out: workers join at {at}, delivery "
+                            f"{handed[2] or '(none)'}; asked now: {host}:{port}, delivery {mode} ({REISSUE_ENV}=1 "
+                            f"rewrites it for that)")
+        else:
+            text, at = worker_env_text(host, port, password, mode), f"{host}:{port}"
+            old = env_path.read_text() if env_path.is_file() else None
+            if old != text:
+                tls.write_private(env_path, text.encode(), 0o600)
+                _own(env_path, owner)
+                why = ("re-issued" if handed is not None else "the one there was not this lab's (another "
+                       "password or CA): hand the new one out" if old is not None else "new")
+                said.append(f"join-init: wrote ./join/{ENV_FILE} ({why}): workers join at {at}, delivery {mode}")
+    except OSError as exc:
+        raise JoinInitError(f"join-init: cannot write {out}: {exc.strerror or exc}") from None
+    said.append(f"join-init: ./join/{ENV_FILE} and ./join/{tls.CA_CERT} ready for worker hosts at {at}")
+    return said
+
+
+def _own(path: Path, owner: tuple[int, int] | None) -> None:
+    if owner is not None:
+        os.chown(path, *owner)
+
+
+def main(argv: list[str] | None = None, environ=os.environ) -> int:
+    """``python -m taskrace.lab.join init STATE_DIR JOIN_DIR``, the settings from the
+    environment as compose/join.yml passes them."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3 or args[0] != "init":
+        print("usage: python -m taskrace.lab.join init STATE_DIR JOIN_DIR   (env: JOIN_BIND, JOIN_HOST, "
+              f"JOIN_PORT, {DELIVERY_ENV}, {REISSUE_ENV}, TASKRACE_UID, TASKRACE_GID)", file=sys.stderr)
+        return 2
+    numbers = {}
+    for name, default in (("JOIN_PORT", "6380"), ("TASKRACE_UID", ""), ("TASKRACE_GID", "")):
+        text = (environ.get(name) or default).strip()
+        if text and not text.isdigit():
+            print(f"join-init: {name}={text} is not a number", file=sys.stderr)
+            return 2
+        numbers[name] = int(text) if text else None
+    owner = (numbers["TASKRACE_UID"], numbers["TASKRACE_GID"]) if None not in (
+        numbers["TASKRACE_UID"], numbers["TASKRACE_GID"]) else None
+    try:
+        said = init_lab(args[1], args[2], environ.get("JOIN_BIND") or "127.0.0.1", environ.get("JOIN_HOST") or None,
+                        numbers["JOIN_PORT"], environ.get(DELIVERY_ENV) or None,
+                        (environ.get(REISSUE_ENV) or "").strip().lower() in ("1", "true", "yes", "on"), owner)
+    except JoinInitError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print("\n".join(said), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,7 +14,10 @@ worker hosts, which then verify that they talk to *this* Redis::
 
 Run again, it keeps the CA (workers already hold ``ca.crt``) and re-issues the server
 certificate only when its names differ from ``--hosts``, it is not the CA's, or it is
-near its end. An IP-looking host becomes an IP SAN, anything else a DNS SAN. Keys are EC
+near its end. ``ensure(..., keep_covering=True)`` (the lab's join-init, which hands the
+certificate's names out in ``join/worker.env``) never drops a name: a certificate that
+names every host asked for is kept as it is, with its other names, and one renewed or
+completed keeps them all. An IP-looking host becomes an IP SAN, anything else a DNS SAN. Keys are EC
 P-256 (fast to make, accepted by OpenSSL 3 and so by Redis 7). Made with the
 ``cryptography`` package alone: no ``openssl`` command needed.
 """
@@ -193,8 +196,9 @@ def _load_ca(out: Path):
     return cert, key
 
 
-def _server_cert_ok(out: Path, ca_cert, hosts) -> bool:
-    """Is OUT/redis.crt (with its key) the CA's, for exactly these names, not near its end?"""
+def _server_cert(out: Path, ca_cert):
+    """OUT/redis.crt if it is the CA's and goes with OUT/redis.key (whatever its names and
+    end); else None."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -203,14 +207,41 @@ def _server_cert_ok(out: Path, ca_cert, hosts) -> bool:
         key = serialization.load_pem_private_key((out / SERVER_KEY).read_bytes(), password=None)
         cert.verify_directly_issued_by(ca_cert)
     except Exception:  # noqa: BLE001 - missing, unreadable, another CA's: issue anew
-        return False
-    fresh = cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > RENEW_BEFORE
-    return (fresh and sans(cert) == wanted_sans(hosts)
-            and cert.public_key().public_numbers() == key.public_key().public_numbers())
+        return None
+    return cert if cert.public_key().public_numbers() == key.public_key().public_numbers() else None
 
 
-def ensure(out_dir, hosts) -> list[tuple[Path, str]]:
-    """Make what is missing in ``out_dir``; returns (path, what) for every file written."""
+def _fresh(cert) -> bool:
+    return cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) > RENEW_BEFORE
+
+
+def _server_cert_ok(out: Path, ca_cert, hosts) -> bool:
+    """Is OUT/redis.crt (with its key) the CA's, for exactly these names, not near its end?"""
+    cert = _server_cert(out, ca_cert)
+    return cert is not None and _fresh(cert) and sans(cert) == wanted_sans(hosts)
+
+
+def hosts_of(names) -> list[str]:
+    """``{"DNS:redis", "IP:127.0.0.1"}`` -> ``["127.0.0.1", "redis"]`` (sorted), what --hosts takes."""
+    return sorted(name.split(":", 1)[1] for name in names)
+
+
+def server_names(out_dir) -> set[str] | None:
+    """The names of OUT_DIR's server certificate (``{"DNS:redis", "IP:10.77.0.1", ...}``),
+    if there is one the CA there issued, with its key, not near its end; else None (the
+    next ``ensure`` issues one)."""
+    out = Path(out_dir)
+    try:
+        ca = _load_ca(out)
+    except TLSError:
+        return None
+    cert = _server_cert(out, ca[0]) if ca is not None else None
+    return sans(cert) if cert is not None and _fresh(cert) else None
+
+
+def ensure(out_dir, hosts, keep_covering: bool = False) -> list[tuple[Path, str]]:
+    """Make what is missing in ``out_dir``; returns (path, what) for every file written.
+    ``keep_covering``: the server certificate's present names stay (see the module's text)."""
     out = Path(out_dir)
     hosts = parse_hosts(hosts if isinstance(hosts, str) else ",".join(hosts))
     if out.exists() and not out.is_dir():
@@ -230,6 +261,9 @@ def ensure(out_dir, hosts) -> list[tuple[Path, str]]:
             write_private(out / CA_CERT, _pem_cert(ca[0]), 0o644)
             written += [(out / CA_KEY, "CA private key"),
                         (out / CA_CERT, f"CA certificate {CA_NAME!r}, hand this to worker hosts")]
+        old = _server_cert(out, ca[0]) if keep_covering else None
+        if old is not None:  # the names asked for, and every other name it has
+            hosts = list(dict.fromkeys(hosts + hosts_of(sans(old))))
         if not _server_cert_ok(out, ca[0], hosts):
             cert, key = issue_server_cert(*ca, hosts)
             write_private(out / SERVER_KEY, _pem_key(key), 0o640)
