@@ -81,6 +81,9 @@ def pytest_collection_modifyitems(config, items):
     items[:] = rest[:first] + group + rest[first:]
 
 
+from browser import browser  # noqa: E402,F401 - one Chromium for the session, whichever module asks
+
+
 @pytest.fixture(scope="session")
 def engine():
     """The Docker engine (SDK client): unavailable skips locally, fails in CI."""

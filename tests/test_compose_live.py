@@ -28,7 +28,6 @@ if str(REPO_ROOT) not in sys.path:
 import browser as chromium  # noqa: E402 - Playwright driving Debian's chromium (tests/browser.py)
 from docker_helpers import sh  # noqa: E402
 
-browser = chromium.browser  # the fixture: one Chromium for the module
 
 PAGE_TIMEOUT_MS = 60_000  # a hang guard: the page replays the whole lab from the server's state
 

@@ -22,7 +22,7 @@ import urllib.request
 import psutil
 import pytest
 
-from browser import browser, port_is_free, screenshot  # noqa: F401 - browser: a fixture
+from browser import port_is_free, screenshot  # the fixture `browser` comes from conftest
 from conftest import REPO_ROOT, cli
 
 RUN_TIMEOUT = 240  # a hang guard, not a measurement
@@ -75,7 +75,7 @@ def hang_on_stream(url: str) -> socket.socket:
 
 
 @pytest.fixture(scope="module")
-def live_compare(browser, tmp_path_factory):  # noqa: F811 - the fixture
+def live_compare(browser, tmp_path_factory):
     out = tmp_path_factory.mktemp("live")
     results, log = out / "results.json", out / "events.jsonl"
     proc, url = start("compare", "--scenario", "power-io,bank", "-b", "sequential,threads,processes", "-n", "2",
@@ -188,7 +188,7 @@ def test_nothing_loads_from_the_network(live_compare):
     assert all(u.startswith(origin + "/") for u in live_compare["requested"]), live_compare["requested"]
 
 
-def test_replay_shows_the_same_run(browser, live_compare):  # noqa: F811
+def test_replay_shows_the_same_run(browser, live_compare):
     proc, url = start("live", str(live_compare["log"]), "--speed", "0")
     try:
         page = browser.new_page()
@@ -210,7 +210,7 @@ def test_replay_shows_the_same_run(browser, live_compare):  # noqa: F811
     assert port_is_free(int(url.rsplit(":", 1)[1].strip("/")))
 
 
-def test_ctrl_c_during_a_live_run_stops_everything(browser):  # noqa: F811
+def test_ctrl_c_during_a_live_run_stops_everything(browser):
     proc, url = start("run", "power-io", "-b", "processes", "-n", "2", "--tasks", "40", "--sleep", "0.5", "--live")
     page = browser.new_page()
     page.goto(url)
@@ -229,7 +229,7 @@ def test_ctrl_c_during_a_live_run_stops_everything(browser):  # noqa: F811
     assert not [pid for pid in children if psutil.pid_exists(pid)]
 
 
-def test_faults_live_shows_the_lost_operation(browser, tmp_path):  # noqa: F811
+def test_faults_live_shows_the_lost_operation(browser, tmp_path):
     results = tmp_path / "faults.json"
     proc, url = start("faults", "--fault", "kill-worker", "--mode", "at-most-once", "--no-contrast", "--ops", "20",
                       "--no-progress", "--live", "--json", str(results))

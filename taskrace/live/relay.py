@@ -112,16 +112,25 @@ class RedisRelay:
 
 
 def follow(url: str, add, stop: threading.Event, block_ms: int = 500) -> None:
-    """Feed ``add(event)`` with the stream's events, from its start, until ``stop``."""
+    """Feed ``add(event)`` with the stream's events, from its start, until ``stop``. A
+    broker that goes away (the fault lab restarts it) is waited for, and the stream read
+    on from the last event seen. Only a broker never reached raises (ConnectionError)."""
+    import redis
+
     client = _connect(url)
     last = "0-0"
     announced = 0.0
     try:
         while not stop.is_set():
-            if time.monotonic() - announced > 1:  # "a live view follows": the run's task events on
-                client.set(FOLLOWING_KEY, "1", ex=FOLLOWING_TTL_S)
-                announced = time.monotonic()
-            reply = client.xread({STREAM_KEY: last}, count=5000, block=block_ms)
+            try:
+                if time.monotonic() - announced > 1:  # "a live view follows": the run's task events on
+                    client.set(FOLLOWING_KEY, "1", ex=FOLLOWING_TTL_S)
+                    announced = time.monotonic()
+                reply = client.xread({STREAM_KEY: last}, count=5000, block=block_ms)
+            except redis.RedisError:
+                announced = 0.0
+                stop.wait(1.0)  # redis-py reconnects on the next command
+                continue
             for _key, entries in reply or []:
                 for entry_id, fields in entries:
                     last = entry_id

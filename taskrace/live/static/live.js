@@ -21,6 +21,7 @@ function fresh() {
           queue: [], money: [], cpu: [], faults: new Map(),
           holders: new Map(),  // worker -> {key, index}
           done: new Map(),     // worker -> tasks finished
+          celeryWorkers: new Set(),  // the Celery queue's table lists these only
           finished: 0, lost: 0, redelivered: 0, pointsDone: 0, status: "", table: null, dropped: 0};
 }
 
@@ -109,12 +110,14 @@ function apply(e) {
     case "task.started": {
       const [p, , t] = taskOf(e, true);
       t.s = e.started; t.w = e.worker; if (e.op) t.op = e.op;
+      if (e.backend === "celery") model.celeryWorkers.add(e.worker);
       model.holders.set(e.worker, {key: p.key, index: e.index, label: p.label});
       break;
     }
     case "task.finished": {
       const [, s, t] = taskOf(e, false);
       closeTask(s, t);
+      if (e.backend === "celery") model.celeryWorkers.add(e.worker);
       t.s = t.s ?? e.started; t.f = e.finished; t.w = e.worker; t.ok = e.ok; if (e.op) t.op = e.op;
       if (e.effect) t.effect = e.effect;
       if (e.duplicate) t.duplicate = true;
@@ -365,7 +368,7 @@ function drawQueue() {
   document.getElementById("celery-notes").textContent =
     `redeliveries seen: ${model.redelivered} · tasks lost: ${model.lost}`;
   const body = document.querySelector("#holders tbody");
-  const workers = new Set([...model.holders.keys(), ...model.done.keys()]);
+  const workers = new Set([...model.holders.keys(), ...model.done.keys()].filter(w => model.celeryWorkers.has(w)));
   body.replaceChildren(...[...workers].sort().map(w => {
     const h = model.holders.get(w);
     return row([w, h ? `task ${h.index} (${h.label})` : "-", model.done.get(w) || 0]);
