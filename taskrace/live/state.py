@@ -134,13 +134,14 @@ class LiveState:
 
 def _cells(point_end: dict) -> dict:
     """The terminal table's cells of one finished point (the one column model), for the
-    page's table of points as they finish."""
-    from taskrace.reporting.columns import COLUMNS
-    from taskrace.reporting.report import rows_of
+    page's table of points as they finish. Only ``columns`` is imported here, not the
+    table's renderer (rich): this runs in the run's process, at every point's end."""
+    from taskrace.reporting.columns import COLUMNS, Row
 
     record = point_end.get("record") or {}
     try:
-        row = rows_of([record])[0]  # the series label the terminal's table gives it ("bank none")
+        strategy = (record.get("params") or {}).get("strategy")
+        row = Row(record, " ".join(str(p) for p in (record["scenario"], strategy) if p))  # the table's "bank none"
         return {c.key: c.text(row) for c in COLUMNS if c.compact}
     except Exception:  # noqa: BLE001 - a record of another shape: no cells, the page says "-"
         return {}

@@ -88,7 +88,9 @@ function apply(e) {
     case "step": model.status = `${e.label} (${e.done}/${e.total ?? "?"})`; break;
     case "point.start": {
       const p = pointOf(e);
-      Object.assign(p, {label: e.label, backend: e.backend, scenario: e.scenario, workers: e.workers});
+      Object.assign(p, {label: e.label, backend: e.backend, scenario: e.scenario, workers: e.workers,
+                        params: e.params || {}});
+      relabel(e.scenario);
       model.current = p.key;
       break;
     }
@@ -101,8 +103,7 @@ function apply(e) {
     case "point.end": {
       const p = pointOf(e);
       p.record = e.record; p.cells = e.cells || {};
-      // the table's series label names what a sweep or a variant varies ("globals shared")
-      if (p.cells.scenario && !p.key.startsWith("f")) p.label = `${p.cells.scenario} on ${p.backend} -n ${p.workers}`;
+
       model.pointsDone += 1;
       break;
     }
@@ -164,6 +165,18 @@ function apply(e) {
       break;
     }
     case "live.table": model.table = e; break;
+  }
+}
+
+// Points of one scenario that differ in an option (a sweep, globals' --store) say which:
+// "globals store=shared on threads -n 2", as the table's series labels do.
+function relabel(scenario) {
+  const same = [...model.points.values()].filter(p => p.scenario === scenario && p.params);
+  const varying = [...new Set(same.flatMap(p => Object.keys(p.params)))]
+    .filter(k => new Set(same.map(p => JSON.stringify(p.params[k]))).size > 1);
+  for (const p of same) {
+    const parts = [scenario, ...varying.map(k => k === "strategy" ? `${p.params[k]}` : `${k}=${p.params[k]}`)];
+    p.label = `${parts.join(" ")} on ${p.backend} -n ${p.workers}`;
   }
 }
 
