@@ -18,6 +18,7 @@ harmless word was is better than a password in a results file.
 """
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -108,17 +109,31 @@ def redact_cmdline(argv, limit: int | None = 120) -> str:
     return line if limit is None else line[:limit]
 
 
+# Every secret the patterns below find has a secret word, a "=" or a "://" in it: text
+# with none of them is returned as it is, at once (scrub runs on every event of a live
+# view, a worker's name or a timestamp's key most of the time).
+_MAYBE_SECRET = re.compile(rf"=|://|{_SECRET_WORD}", re.IGNORECASE)
+
+
 def redact_text(text: str) -> str:
     """Free text with URL userinfo, NAME=value secrets and ``--password value`` hidden."""
+    if not _MAYBE_SECRET.search(text):
+        return text
     text = _FLAG_VALUE.sub(lambda m: f"{m['flag']}{m['sep']}{MASK}", text)
     return " ".join(_flat(part) if "://" in part or "=" in part else part
                     for part in text.split(" "))
 
 
+@functools.lru_cache(maxsize=4096)
+def _redact_short(text: str) -> str:
+    # An event's keys, backends and worker names come back with every task: remembered.
+    return redact_text(text)
+
+
 def scrub(obj):
     """Every string in a JSON-able document (dicts, lists, tuples), redacted; keys too."""
     if isinstance(obj, str):
-        return redact_text(obj)
+        return _redact_short(obj) if len(obj) <= 64 else redact_text(obj)
     if isinstance(obj, dict):
         return {scrub(k) if isinstance(k, str) else k: scrub(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
