@@ -9,8 +9,9 @@ each mode's promise, and the loss or duplicate each lesson is about.
 from __future__ import annotations
 
 import json
-import os
+import multiprocessing
 import signal
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -31,10 +32,54 @@ from workers.delivery import DEFAULT_MODES, get_mode
 # Small and quick: 16 operations of 0.2 s on two workers, the fault after the 4th start.
 SMALL = dict(ops=16, work_s=0.2, at=4)
 
+# Every run on real workers below, (fault, mode, options): each is a cluster of its own (two
+# Redis servers, two worker nodes, a queue and a ledger of its own), so they run side by
+# side, AT_ONCE at a time, each in a process of its own exactly as it would alone; a run
+# spends most of its time waiting (on a paused worker's hold, a visibility timeout, a
+# restart), not computing. Longest first, so the last to finish is a short one.
+RUNS = [
+    *[("pause-worker", m, ()) for m in DEFAULT_MODES],
+    ("kill-child", "acks-late-only", ()),
+    *[("kill-worker", m, ()) for m in DEFAULT_MODES],
+    *[("kill-child", m, ()) for m in DEFAULT_MODES],
+    *[("restart-broker", m, (("persistence", "aof"),)) for m in DEFAULT_MODES],
+    *[("drop-connections", m, (("workload", "jobs"),)) for m in DEFAULT_MODES],
+    ("drop-connections", "at-least-once", (("persistence", "none"), ("workload", "jobs"))),
+    ("restart-broker", "at-least-once", (("persistence", "none"),)),
+]
+AT_ONCE = 4
+RUN_TIMEOUT = 600  # for any one run to end (each ends itself at a deadline derived from its work)
 
-def fault_run(fault: str, mode: str, **kw) -> dict:
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """``taskrace faults`` on the command line (kill-child under at-least-once), started with
+    the runs below (fault_runs asks for it first) and running beside them; its test reads
+    it. Whatever of it is left at the end is stopped (MarkedRun)."""
     require_redis_binary()
-    return run_fault(FaultSpec(fault, mode, **{**SMALL, **kw}))
+    out = tmp_path_factory.mktemp("faults-cli") / "faults.json"
+    with MarkedRun("faults", "--fault", "kill-child", "--mode", "at-least-once", "--ops", "12",
+                   "--work", "0.2", "--no-contrast", "--json", str(out), "--no-progress",
+                   env={"COLUMNS": "80"}) as run:
+        yield run, out
+
+
+@pytest.fixture(scope="module")
+def fault_runs(cli_run):
+    """Every run of RUNS started at once (AT_ONCE at a time, in spawned processes: no fork of
+    this threaded process); a test waits for its own. At the end, every run is waited for:
+    each stops its own workers and servers (run_fault's ``finally``), also when it failed."""
+    pool = ProcessPoolExecutor(AT_ONCE, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield {key: pool.submit(run_fault, FaultSpec(key[0], key[1], **{**SMALL, **dict(key[2])}))
+               for key in RUNS}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fault_run(runs: dict, fault: str, mode: str, **kw) -> dict:
+    """The record of the run (fault, mode, kw), one of RUNS."""
+    return runs[(fault, mode, tuple(sorted(kw.items())))].result(timeout=RUN_TIMEOUT)
 
 
 def _counts(record: dict) -> dict:
@@ -131,8 +176,8 @@ def _common(record: dict) -> None:
 
 
 @pytest.mark.parametrize("mode", DEFAULT_MODES)
-def test_kill_worker(mode):
-    r = fault_run("kill-worker", mode)
+def test_kill_worker(fault_runs, mode):
+    r = fault_run(fault_runs, "kill-worker", mode)
     _common(r)
     c = _counts(r)
     if mode == "at-most-once":
@@ -148,8 +193,8 @@ def test_kill_worker(mode):
 
 
 @pytest.mark.parametrize("mode", DEFAULT_MODES)
-def test_kill_child(mode):
-    r = fault_run("kill-child", mode)
+def test_kill_child(fault_runs, mode):
+    r = fault_run(fault_runs, "kill-child", mode)
     _common(r)
     c = _counts(r)
     # Only the child died: its node stayed up and took on work afterwards. (WorkerLostError
@@ -168,11 +213,11 @@ def test_kill_child(mode):
     assert r["kept"] is True, r["verdict"]
 
 
-def test_acks_late_alone_is_not_at_least_once():
+def test_acks_late_alone_is_not_at_least_once(fault_runs):
     """The half-measure: task_acks_late without task_reject_on_worker_lost. Celery fails
     a task whose pool child died with WorkerLostError and acknowledges it (acks_on_failure),
     so it is not retried: the promise people read into acks_late can break."""
-    r = fault_run("kill-child", "acks-late-only")
+    r = fault_run(fault_runs, "kill-child", "acks-late-only")
     _common(r)
     c = _counts(r)
     assert c["duplicated"] == 0
@@ -181,8 +226,8 @@ def test_acks_late_alone_is_not_at_least_once():
 
 
 @pytest.mark.parametrize("mode", DEFAULT_MODES)
-def test_pause_worker(mode):
-    r = fault_run("pause-worker", mode)
+def test_pause_worker(fault_runs, mode):
+    r = fault_run(fault_runs, "pause-worker", mode)
     _common(r)
     c = _counts(r)
     assert c["lost"] == 0  # a paused worker wakes up and finishes: nothing is lost
@@ -198,8 +243,8 @@ def test_pause_worker(mode):
 
 
 @pytest.mark.parametrize("mode", DEFAULT_MODES)
-def test_restart_broker_with_aof_keeps_the_queue(mode):
-    r = fault_run("restart-broker", mode, persistence="aof")
+def test_restart_broker_with_aof_keeps_the_queue(fault_runs, mode):
+    r = fault_run(fault_runs, "restart-broker", mode, persistence="aof")
     _common(r)
     c = _counts(r)
     if mode != "at-most-once":
@@ -208,8 +253,8 @@ def test_restart_broker_with_aof_keeps_the_queue(mode):
     assert r["kept"] is True, r["verdict"]
 
 
-def test_restart_broker_without_persistence_loses_the_queue_and_promises_nothing():
-    r = fault_run("restart-broker", "at-least-once", persistence="none")
+def test_restart_broker_without_persistence_loses_the_queue_and_promises_nothing(fault_runs):
+    r = fault_run(fault_runs, "restart-broker", "at-least-once", persistence="none")
     _common(r)
     # the fault fired after the 4th of 16 started: most were still queued, and are gone
     assert _counts(r)["lost"] >= SMALL["ops"] // 2
@@ -217,17 +262,17 @@ def test_restart_broker_without_persistence_loses_the_queue_and_promises_nothing
 
 
 @pytest.mark.parametrize("mode", DEFAULT_MODES)
-def test_drop_connections(mode):
-    r = fault_run("drop-connections", mode, workload="jobs")
+def test_drop_connections(fault_runs, mode):
+    r = fault_run(fault_runs, "drop-connections", mode, workload="jobs")
     _common(r)
     assert r["fault_info"]["connections_killed"] >= 2  # at least each worker's
     assert r["kept"] is True, r["verdict"]
 
 
-def test_drop_connections_does_not_depend_on_persistence():
+def test_drop_connections_does_not_depend_on_persistence(fault_runs):
     """Nothing restarts under drop-connections: a broker with no persistence keeps its
     queue, and the promise is judged (not waved off as 'kept nothing across the restart')."""
-    r = fault_run("drop-connections", "at-least-once", workload="jobs", persistence="none")
+    r = fault_run(fault_runs, "drop-connections", "at-least-once", workload="jobs", persistence="none")
     _common(r)
     assert r["broker_persistence"] == "none" and r["fault_info"]["connections_killed"] >= 2
     assert _counts(r)["lost"] == 0
@@ -258,14 +303,10 @@ def test_bad_input_is_one_line_and_exit_2(args, expected):
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_writes_the_record_and_leaves_nothing_behind(tmp_path):
-    require_redis_binary()
-    out = tmp_path / "faults.json"
-    with MarkedRun("faults", "--fault", "kill-child", "--mode", "at-least-once", "--ops", "12",
-                   "--work", "0.2", "--no-contrast", "--json", str(out), "--no-progress",
-                   env={"COLUMNS": "80"}) as run:
-        code = run.communicate(180)
-        left = run.marked()
+def test_cli_writes_the_record_and_leaves_nothing_behind(cli_run):
+    run, out = cli_run
+    code = run.communicate(180)
+    left = run.marked()
     assert code == 0, run.err[-3000:]
     assert left == [], [p.cmdline() for p in left]
     doc = json.loads(out.read_text())
