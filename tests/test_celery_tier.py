@@ -1,14 +1,17 @@
 """The Celery tier, in this process: real Redis, real ``celery worker`` processes.
 
-No eager mode, no mocks: every run below starts N ``celery worker`` processes (and,
-unless a Redis URL is given, a private redis-server) and stops them again. In CI
-(CI=true) nothing here may skip: ``require_redis_binary`` fails instead.
+No eager mode, no mocks: every run below is on N real ``celery worker`` processes and a
+real redis-server. The runs of sections 1 and 2 share a started tier (one per set of tier
+options), as ``compare`` shares one among its points; the others start their own (Redis and
+workers, unless a Redis URL is given) and stop them again. In CI (CI=true) nothing here may
+skip: ``require_redis_binary`` fails instead.
 
 Faults and the command line (broker down, broker lost mid-run, Ctrl-C, REDIS_URL in a
 subprocess) are in test_celery_faults.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -29,7 +32,7 @@ except ImportError:  # tests/ imported as a package
 
 from scenarios import SCENARIOS
 from scenarios.mapreduce import sum_of_powers
-from taskrace.measuring.runner import prepare, run_one
+from taskrace.measuring.runner import aggregate, measure, prepare, run_one
 from workers.infra.redis_server import EmbeddedRedis
 
 WORKERS = 2
@@ -43,7 +46,37 @@ def _redis_binary():
 
 def celery(scenario: str, workers: int = WORKERS, tier_options: dict | None = None,
            history: list | None = None, **params) -> dict:
+    """One run as ``taskrace run`` does it: the tier (Redis, workers) started and stopped for it."""
     return run(scenario, "celery", workers, tier_options=tier_options, history=history, **params)
+
+
+@pytest.fixture(scope="module")
+def shared_tiers():
+    """Started celery tiers of WORKERS workers, one per set of tier options, each shared by the
+    runs of sections 1 and 2 as ``compare`` shares one among its points
+    (taskrace.measuring.sweep.execute: one tier per backend and -n, every point's runs on
+    it). Stopped at the end of the module, also when a test failed."""
+    require_redis_binary()
+    tiers: dict[tuple, object] = {}
+    with contextlib.ExitStack() as stack:
+        def get(options: dict):
+            key = tuple(sorted(options.items()))
+            if key not in tiers:
+                _, tier = prepare("power-io", {}, "celery", WORKERS, dict(options), 0)
+                tiers[key] = stack.enter_context(tier)
+            return tiers[key]
+
+        yield get
+
+
+def on_shared(tiers, scenario: str, tier_options: dict | None = None, history: list | None = None,
+              **params) -> dict:
+    """One run on the shared tier for ``tier_options``, recorded as ``run`` records one (a
+    sample measured, then aggregated)."""
+    options = dict(tier_options or {})
+    tier = tiers(options)
+    sc, _ = prepare(scenario, params, "celery", WORKERS, options, 0)
+    return aggregate(sc, tier, [measure(sc, tier, history)])
 
 
 # --- 1. every scenario agrees with sequential ----------------------------------------------
@@ -69,11 +102,11 @@ def _scenario(case: str) -> str:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_celery_agrees_with_sequential(case):
+def test_celery_agrees_with_sequential(shared_tiers, case):
     params, tier_options = CASES[case]
     scenario = _scenario(case)
     base = run(scenario, "sequential", 1, **params)
-    rec = celery(scenario, tier_options=tier_options, **params)
+    rec = on_shared(shared_tiers, scenario, tier_options=tier_options, **params)
     assert base["verdict"]["ok"], base["verdict"]
     assert rec["verdict"]["ok"], rec["verdict"]
     assert rec["backend"] == "celery" and rec["workers"] == WORKERS
@@ -101,8 +134,8 @@ def _every_op_once(details: dict, planned: int) -> None:
     assert details["lost_ops"] == details["duplicated_ops"] == details["unplanned_ops"] == 0, details
 
 
-def test_bank_none_violates_nearly_always():
-    rec = celery("bank", strategy="none", **BANK)
+def test_bank_none_violates_nearly_always(shared_tiers):
+    rec = on_shared(shared_tiers, "bank", strategy="none", **BANK)
     details = rec["verdict"]["details"]
     assert rec["verdict"]["unsafe"] is True and rec["verdict"]["ok"] is False
     assert details["trials"] == 10
@@ -112,9 +145,9 @@ def test_bank_none_violates_nearly_always():
 
 
 @pytest.mark.parametrize("strategy", ["lock", "atomic", "optimistic", "queue"])
-def test_bank_safe_strategies_never_violate(strategy):
+def test_bank_safe_strategies_never_violate(shared_tiers, strategy):
     history: list = []
-    rec = celery("bank", strategy=strategy, history=history, **BANK)
+    rec = on_shared(shared_tiers, "bank", strategy=strategy, history=history, **BANK)
     details = rec["verdict"]["details"]
     assert rec["verdict"]["ok"], rec["verdict"]
     assert details["trials"] == 10 and details["violating_trials"] == 0, details
@@ -131,8 +164,8 @@ def test_bank_safe_strategies_never_violate(strategy):
 
 
 @pytest.mark.parametrize("strategy", ["lock", "atomic", "optimistic", "queue"])
-def test_bank_transfers_conserve_money(strategy):
-    rec = celery("bank", strategy=strategy, mode="transfers", trials=2, ops=20, delay=0.002)
+def test_bank_transfers_conserve_money(shared_tiers, strategy):
+    rec = on_shared(shared_tiers, "bank", strategy=strategy, mode="transfers", trials=2, ops=20, delay=0.002)
     details = rec["verdict"]["details"]
     assert rec["verdict"]["ok"], rec["verdict"]
     assert details["violating_trials"] == 0 and details["negative_balances"] == 0, details
