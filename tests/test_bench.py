@@ -19,6 +19,7 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from rich.console import Console
@@ -321,28 +322,43 @@ def test_command_delta_takes_out_its_own_info():
     assert counting.commands_differ({"get": 3, "lpush": 2}, {"get": 3, "brpop": 1}) == {"brpop": -1, "lpush": 2}
 
 
-def test_callgrind_counts_the_same_command_the_same_twice():
+SQUARES = "print(sum(i * i for i in range(20000)))"
+WORK = "x = sum(i * i for i in range(300000))\n"
+COUNTED = {  # the commands of the two tests below
+    "squares": SQUARES,
+    "squares again": SQUARES,
+    "more squares": SQUARES.replace("20000", "200000"),
+    "empty": "pass",
+    "work": WORK,
+    "work and a fork": WORK + "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def counted():
+    """The commands of COUNTED, each under callgrind once, all in one pass and
+    ``bench.COUNT_AT_ONCE`` at a time, as the bench counts its own: an instruction count does
+    not depend on what else the machine runs (what the first test below asserts)."""
     require_valgrind()
-    code = "print(sum(i * i for i in range(20000)))"
-    a = counting.python_instructions(code)
-    b = counting.python_instructions(code)
+    with ThreadPoolExecutor(bench_module.COUNT_AT_ONCE) as pool:
+        return dict(zip(COUNTED, pool.map(counting.python_instructions, COUNTED.values())))
+
+
+def test_callgrind_counts_the_same_command_the_same_twice(counted):
+    a, b = counted["squares"], counted["squares again"]
     assert positive(a.instructions) and len(a.processes) == 1
     # The same input, the same count: no clock, no load enters it (0.1 % is far more
     # slack than it needs).
     assert abs(a.instructions - b.instructions) <= 1e-3 * a.instructions, (a, b)
     # And it counts the work: more of it, more instructions.
-    more = counting.python_instructions(code.replace("20000", "200000"))
-    assert more.instructions > a.instructions + 5 * (a.instructions - counting.python_instructions("pass").instructions)
+    more = counted["more squares"]
+    assert more.instructions > a.instructions + 5 * (a.instructions - counted["empty"].instructions)
 
 
-def test_callgrind_counts_a_forked_child_once():
+def test_callgrind_counts_a_forked_child_once(counted):
     """A forked child starts with its parent's counters; they are zeroed in the child, so
     the sum over processes counts the parent's work once, not once per child."""
-    require_valgrind()
-    work = "x = sum(i * i for i in range(300000))\n"
-    alone = counting.python_instructions(work).instructions
-    forked = counting.python_instructions(
-        work + "import os\npid = os.fork()\nif pid == 0:\n    os._exit(0)\nos.waitpid(pid, 0)\n")
+    alone, forked = counted["work"].instructions, counted["work and a fork"]
     assert len(forked.processes) == 2
     assert alone <= forked.instructions <= 1.05 * alone, (alone, forked)
 
