@@ -91,7 +91,31 @@ class Group:
                 + (f" prefetch {prefetch.pop()}" if prefetch else ""))
 
 
-def start_celery(plan: Plan, url: str, stack, counter, step) -> tuple[list[Group], list[dict]]:
+def _enter(tier, started: list):
+    """Start ``tier`` (a failed start stops what it started, Tier.__enter__) and note it for
+    _stop_all."""
+    tier.__enter__()
+    started.append(tier)
+    return tier
+
+
+def _stop_all(tiers: list, exc_type=None, *_exc) -> None:
+    """Every set of workers stopped at once, not one after another: an idle Celery worker
+    takes ~2.5 s to shut down warm (its event loop notices SIGTERM on its next 1 s tick, its
+    prefork pool's join takes another ~1.5 s), so N sets in turn were N x 2.5 s of waiting.
+    Each tier stops as it would alone (Tier.__exit__); they share nothing but the Redis."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not tiers:
+        return
+    with ThreadPoolExecutor(len(tiers), thread_name_prefix="network-stop") as pool:
+        stopped = [pool.submit(tier.__exit__, exc_type, None, None) for tier in reversed(tiers)]
+    for f in stopped:
+        f.result()  # a failure to stop is raised, after every other tier was stopped
+    tiers.clear()
+
+
+def start_celery(plan: Plan, url: str, started: list, counter, step) -> tuple[list[Group], list[dict]]:
     """Every set of celery workers, started and kept running; each workload calibrated on
     it (the calibration batch also counts the broker's commands: the first set starts
     alone, so its counts carry no other worker's idle polling)."""
@@ -101,7 +125,7 @@ def start_celery(plan: Plan, url: str, stack, counter, step) -> tuple[list[Group
     for (rtt, n, prefetch), loads in plan.configs().items():
         step(f"starting celery -n {n} at {rtt:g} ms", 0)
         latency = f"{rtt / 2:g}ms" if rtt else None
-        tier = stack.enter_context(get_tier("celery")(n, redis_url=url, prefetch=prefetch, latency=latency))
+        tier = _enter(get_tier("celery")(n, redis_url=url, prefetch=prefetch, latency=latency), started)
         _run(tier, WAKE, 2 * n)
         g = Group("celery", rtt, n, tier, loads, measured=added_rtt(tier))
         step(f"started {g.where}", 1)
@@ -123,14 +147,14 @@ def start_celery(plan: Plan, url: str, stack, counter, step) -> tuple[list[Group
     return groups, calibrations
 
 
-def start_local(plan: Plan, stack, step) -> list[Group]:
+def start_local(plan: Plan, started: list, step) -> list[Group]:
     """The scaling workload's local side: sequential (the baseline) and processes -n each."""
     from workers import get_tier
 
     groups = []
     for backend, counts in (("sequential", [1]), ("processes", plan.scaling_n)):
         for n in counts:
-            tier = stack.enter_context(get_tier(backend)(n))
+            tier = _enter(get_tier(backend)(n), started)
             if backend == "processes":
                 _run(tier, WAKE, 2 * n)
                 step(f"started processes -n {n}", 1)
@@ -149,9 +173,11 @@ def measure_groups(plan: Plan, url: str, step) -> tuple[list[dict], list[dict], 
     with ExitStack() as stack:
         counter = counting.CommandCounter(url)
         stack.callback(counter.close)
-        groups, calibrations = start_celery(plan, url, stack, counter, step)
+        started: list = []  # every tier started, stopped together (_stop_all) when this block ends
+        stack.push(lambda *exc: _stop_all(started, *exc))
+        groups, calibrations = start_celery(plan, url, started, counter, step)
         if plan.scaling_n:
-            groups += start_local(plan, stack, step)
+            groups += start_local(plan, started, step)
         for r in range(plan.repeat):
             for g in (groups if r % 2 == 0 else groups[::-1]):
                 for w in g.loads:
