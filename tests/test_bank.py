@@ -6,9 +6,10 @@ exports every operation. No timing assertions: only counts and verdicts.
 """
 from __future__ import annotations
 
-import functools
 import json
+import multiprocessing
 import random
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -27,6 +28,48 @@ FAST = {"delay": 0.002, "trials": 10}
 # covered without editing this file).
 SAFE_CASES = [(tier, strategy) for tier in CONCURRENT_TIERS
               for strategy in get_tier(tier).bank_strategies if strategy not in UNSAFE]
+
+# Every run on a tier below, (tier, workers, params). Each is a run of its own (its own
+# pool, accounts and plan) that spends most of its time in the scenario's sleeps (the
+# delay before each step, the race window), so they run side by side, AT_ONCE at a time,
+# each in a process of its own (spawned: no fork of this threaded process) exactly as it
+# would alone; a test reads its record. Longest first.
+RUNS = [
+    ("processes", 2, {"strategy": "none"}),  # the seed's pace
+    *[("sequential", 1, {"strategy": "lock", "mode": mode, **FAST}) for mode in ("seed", "transfers")],
+    *[(tier, 2, {"strategy": strategy, **FAST}) for tier, strategy in SAFE_CASES],
+    *[(tier, 2, {"strategy": "none", **FAST}) for tier in CONCURRENT_TIERS],
+    *[(tier, 2, {"strategy": strategy, "mode": "transfers", **FAST}) for tier, strategy in SAFE_CASES],
+    *[(tier, 2, {"strategy": "none", "mode": "transfers", **FAST}) for tier in CONCURRENT_TIERS],
+    ("threads", 3, {"strategy": "lock", "mode": "transfers", **FAST}),
+]
+AT_ONCE = 4
+RUN_TIMEOUT = 600
+
+
+def _key(tier: str, workers: int, params: dict) -> tuple:
+    return tier, workers, tuple(sorted(params.items()))
+
+
+def _bank(tier: str, workers: int, params: dict) -> dict:
+    """One run, in a process of the pool: the record conftest's run gives."""
+    return run("bank", tier, workers, **params)
+
+
+@pytest.fixture(scope="module")
+def bank_runs():
+    """Every run of RUNS started at once, AT_ONCE at a time; each test waits for its own.
+    At the end every run is waited for (each stops its own pool), also after a failure."""
+    pool = ProcessPoolExecutor(AT_ONCE, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        yield {_key(*r): pool.submit(_bank, *r) for r in RUNS}
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def bank(runs: dict, tier: str, workers: int = 2, **params) -> dict:
+    """The record of the run (tier, workers, params), one of RUNS."""
+    return runs[_key(tier, workers, params)].result(timeout=RUN_TIMEOUT)
 
 
 @pytest.mark.parametrize("tier", CONCURRENT_TIERS)
@@ -48,17 +91,16 @@ def assert_every_op_once(d: dict, planned: int) -> None:
     assert d["lost_ops_per_trial"] == d["duplicated_ops_per_trial"] == [0] * d["trials"]
 
 
-@functools.lru_cache(maxsize=None)
-def sequential_reference(mode: str) -> dict:
+def sequential_reference(runs: dict, mode: str) -> dict:
     """The oracle for the FAST runs of a mode (any strategy: sequential is serial)."""
-    return run("bank", "sequential", 1, strategy="lock", mode=mode, **FAST)
+    return bank(runs, "sequential", 1, strategy="lock", mode=mode, **FAST)
 
 
 # --- seed mode: +1 / -1 on one balance of 200 ---------------------------------------------
 
 @pytest.mark.parametrize("tier", CONCURRENT_TIERS)
-def test_none_loses_updates_in_nine_of_ten_trials(tier):
-    record = run("bank", tier, 2, strategy="none", **FAST)
+def test_none_loses_updates_in_nine_of_ten_trials(bank_runs, tier):
+    record = bank(bank_runs, tier, 2, strategy="none", **FAST)
     d = _details(record)
     assert d["trials"] == 10
     assert d["violating_trials"] >= 9, d["lost_updates_per_trial"]
@@ -70,9 +112,9 @@ def test_none_loses_updates_in_nine_of_ten_trials(tier):
     assert_every_op_once(d, 10 * 200)
 
 
-def test_none_with_the_seed_defaults_on_processes():
+def test_none_with_the_seed_defaults_on_processes(bank_runs):
     # The issue's claim at the seed's pace: 10 trials, default delay and race window.
-    record = run("bank", "processes", 2, strategy="none")
+    record = bank(bank_runs, "processes", 2, strategy="none")
     d = _details(record)
     assert record["params"]["trials"] == 10
     assert d["violating_trials"] >= 9, d["lost_updates_per_trial"]
@@ -81,8 +123,8 @@ def test_none_with_the_seed_defaults_on_processes():
 
 
 @pytest.mark.parametrize("tier,strategy", SAFE_CASES)
-def test_safe_strategies_never_violate(tier, strategy):
-    record = run("bank", tier, 2, strategy=strategy, **FAST)
+def test_safe_strategies_never_violate(bank_runs, tier, strategy):
+    record = bank(bank_runs, tier, 2, strategy=strategy, **FAST)
     d = _details(record)
     assert record["verdict"]["ok"], record["verdict"]
     assert d["trials"] == 10
@@ -94,7 +136,7 @@ def test_safe_strategies_never_violate(tier, strategy):
     assert not d["errors"], d["errors"]
     assert_every_op_once(d, 10 * 200)
     assert d["inconsistent_trials"] == 0
-    assert record["answer_digest"] == sequential_reference("seed")["answer_digest"]
+    assert record["answer_digest"] == sequential_reference(bank_runs, "seed")["answer_digest"]
     if strategy == "optimistic":
         assert d["retries"] > 0  # the contention was real: commits conflicted and retried
 
@@ -102,8 +144,8 @@ def test_safe_strategies_never_violate(tier, strategy):
 # --- transfers mode: random transfers between 8 accounts --------------------------------
 
 @pytest.mark.parametrize("tier", CONCURRENT_TIERS)
-def test_transfers_none_violates(tier):
-    record = run("bank", tier, 2, strategy="none", mode="transfers", **FAST)
+def test_transfers_none_violates(bank_runs, tier):
+    record = bank(bank_runs, tier, 2, strategy="none", mode="transfers", **FAST)
     d = _details(record)
     assert d["violating_trials"] >= 9, d["drift_per_trial"]
     assert d["lost_updates"] > 0
@@ -114,13 +156,13 @@ def test_transfers_none_violates(tier):
     assert_every_op_once(d, 10 * 2 * 50)
     # Every transfer ran once (that part of the answer agrees with sequential), so the
     # answer differs from sequential's exactly when the total money does.
-    differs = record["answer_digest"] != sequential_reference("transfers")["answer_digest"]
+    differs = record["answer_digest"] != sequential_reference(bank_runs, "transfers")["answer_digest"]
     assert differs == any(d["drift_per_trial"]), d["drift_per_trial"]
 
 
 @pytest.mark.parametrize("tier,strategy", SAFE_CASES)
-def test_transfers_safe_strategies_conserve_and_stay_positive(tier, strategy):
-    record = run("bank", tier, 2, strategy=strategy, mode="transfers", **FAST)
+def test_transfers_safe_strategies_conserve_and_stay_positive(bank_runs, tier, strategy):
+    record = bank(bank_runs, tier, 2, strategy=strategy, mode="transfers", **FAST)
     d = _details(record)
     assert record["verdict"]["ok"], record["verdict"]
     assert d["violating_trials"] == 0
@@ -132,27 +174,27 @@ def test_transfers_safe_strategies_conserve_and_stay_positive(tier, strategy):
     assert not d["errors"], d["errors"]
     assert_every_op_once(d, 10 * 2 * 50)
     assert d["inconsistent_trials"] == 0
-    assert record["answer_digest"] == sequential_reference("transfers")["answer_digest"]
+    assert record["answer_digest"] == sequential_reference(bank_runs, "transfers")["answer_digest"]
 
 
 @pytest.mark.parametrize("mode", ["seed", "transfers"])
-def test_sequential_runs_every_planned_operation_once(mode):
-    d = _details(sequential_reference(mode))
-    assert sequential_reference(mode)["verdict"]["ok"]
+def test_sequential_runs_every_planned_operation_once(bank_runs, mode):
+    d = _details(sequential_reference(bank_runs, mode))
+    assert sequential_reference(bank_runs, mode)["verdict"]["ok"]
     assert_every_op_once(d, 10 * (200 if mode == "seed" else 2 * 50))
     if mode == "transfers":  # refusals are executions: the guard said no, once
         assert 0 <= d["refused_ops"] <= d["applied_once"]
 
 
-def test_more_actors_still_agree_with_sequential():
+def test_more_actors_still_agree_with_sequential(bank_runs):
     # -n 3 plans 3 actors' transfers where the sequential baseline plans 2: the answer
     # counts against each run's own plan, so a correct run agrees at any -n.
-    record = run("bank", "threads", 3, strategy="lock", mode="transfers", **FAST)
+    record = bank(bank_runs, "threads", 3, strategy="lock", mode="transfers", **FAST)
     d = _details(record)
     assert record["verdict"]["ok"], record["verdict"]
     assert d["actors"] == 3
     assert_every_op_once(d, 10 * 3 * 50)
-    assert record["answer_digest"] == sequential_reference("transfers")["answer_digest"]
+    assert record["answer_digest"] == sequential_reference(bank_runs, "transfers")["answer_digest"]
 
 
 # --- the pure checker on hand-made histories ----------------------------------------------
