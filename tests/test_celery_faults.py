@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -51,6 +52,12 @@ def _no_orphans(run: MarkedRun) -> None:
 
 def _workers_up(n: int):
     return lambda kids: sum(is_celery_worker(p) for p in kids) >= n
+
+
+def _received(dirs) -> int:
+    """Tasks received, as the workers' logs in ``dirs`` (tempdirs_of) say."""
+    return sum(log.read_text(errors="replace").count("] received")
+               for d in dirs for log in Path(d).glob("*.log"))
 
 
 # --- 10. list -----------------------------------------------------------------------------
@@ -172,8 +179,10 @@ def test_ctrl_c_stops_workers_and_embedded_redis():
         run.wait_for_children(
             lambda k: _workers_up(2 * 2)(k) and any(is_redis_server(p) for p in k), RUN_S,
             "two celery workers with their pool children and the embedded redis-server")
-        time.sleep(1.5)  # let the workers take their tasks
-        dirs = tempdirs_of(run.children())
+        # Both workers have taken a task (each logs "Task ...[id] received" at INFO): waited
+        # for in their logs, not slept for.
+        dirs = wait_for(lambda: (d := tempdirs_of(run.children())) and _received(d) >= 2 and d, RUN_S,
+                        "both workers to receive a task")
         assert len(run.seen) >= 1 + 2 * 2  # redis-server + 2 x (worker main + pool child)
         run.popen.send_signal(signal.SIGINT)  # to taskrace only; its workers run in sessions of their own
         code = run.communicate(INTERRUPT_S)
