@@ -7,6 +7,7 @@ searches every byte the runs wrote or printed for the password and for any piece
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
@@ -122,21 +123,25 @@ def test_no_output_of_a_celery_run_carries_the_redis_password(tmp_path):
         url = server.url
         assert password in url
 
-        def taskrace(*args: str) -> None:
-            with MarkedRun(*args, drop_env=NO_URL) as run:
-                code = run.communicate(RUN_S)
-            outputs.extend([(f"stdout of {args[0]}", run.out), (f"stderr of {args[0]}", run.err)])
-            assert code == 0, run.err[-3000:]
+        def taskrace(*commands: tuple[str, ...]) -> None:
+            """The commands side by side (each its own run id, queue and workers on this
+            Redis; each records its own process tree), every one waited for."""
+            with contextlib.ExitStack() as stack:
+                runs = [stack.enter_context(MarkedRun(*args, drop_env=NO_URL)) for args in commands]
+                codes = [run.communicate(RUN_S) for run in runs]
+            for args, run, code in zip(commands, runs, codes):
+                outputs.extend([(f"stdout of {args[0]}", run.out), (f"stderr of {args[0]}", run.err)])
+                assert code == 0, run.err[-3000:]
 
-        taskrace("run", "--redis-url", url, "power-io", "-b", "celery", "-n", "2", "--tasks", "2",
-                 "--sleep", "0.1", "--json", str(tmp_path / "run.json"))
-        taskrace("run", "--redis-url", url, "bank", "-b", "celery", "-n", "2", "--strategy", "atomic",
-                 "--trials", "1", "--steps", "5", "--delay", "0", "--history", str(tmp_path / "ops.jsonl"),
-                 "--json", str(tmp_path / "bank.json"))
-        taskrace("compare", "--redis-url", url, "--scenario", "power-io", "--backend", "celery", "-n", "1",
-                 "--repeat", "1", "--warmup", "0", "--set", "power-io.sleep=0.1", "--no-progress",
-                 "--json", str(tmp_path / "compare.json"), "--report", str(tmp_path / "compare-report"))
-        taskrace("report", str(tmp_path / "run.json"), "-o", str(tmp_path / "run-report"))
+        taskrace(("run", "--redis-url", url, "power-io", "-b", "celery", "-n", "2", "--tasks", "2",
+                  "--sleep", "0.1", "--json", str(tmp_path / "run.json")),
+                 ("run", "--redis-url", url, "bank", "-b", "celery", "-n", "2", "--strategy", "atomic",
+                  "--trials", "1", "--steps", "5", "--delay", "0", "--history", str(tmp_path / "ops.jsonl"),
+                  "--json", str(tmp_path / "bank.json")),
+                 ("compare", "--redis-url", url, "--scenario", "power-io", "--backend", "celery", "-n", "1",
+                  "--repeat", "1", "--warmup", "0", "--set", "power-io.sleep=0.1", "--no-progress",
+                  "--json", str(tmp_path / "compare.json"), "--report", str(tmp_path / "compare-report")))
+        taskrace(("report", str(tmp_path / "run.json"), "-o", str(tmp_path / "run-report")))
     finally:
         server.stop()
 
