@@ -13,6 +13,7 @@ import subprocess
 import sys
 from html import unescape
 import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -262,13 +263,25 @@ BAD_FILES = {
 }
 
 
+@pytest.fixture(scope="module")
+def bad_file_reports(tmp_path_factory):
+    """``taskrace report`` on each of BAD_FILES, the commands side by side (each its own file
+    and output directory): kind -> (file, output directory, the finished command)."""
+    base = tmp_path_factory.mktemp("bad-files")
+    files = {}
+    for kind, text in BAD_FILES.items():
+        files[kind] = (base / kind / f"{kind}.json", base / kind / "out")
+        files[kind][0].parent.mkdir()
+        if text is not None:
+            files[kind][0].write_text(text)
+    with ThreadPoolExecutor(len(files)) as pool:
+        procs = {kind: pool.submit(cli, "report", str(path), "-o", str(out)) for kind, (path, out) in files.items()}
+    return {kind: (*files[kind], procs[kind].result()) for kind in files}
+
+
 @pytest.mark.parametrize("kind", list(BAD_FILES))
-def test_bad_results_file_is_one_line_and_exit_2(tmp_path, kind):
-    path = tmp_path / f"{kind}.json"
-    if BAD_FILES[kind] is not None:
-        path.write_text(BAD_FILES[kind])
-    out = tmp_path / "out"
-    proc = cli("report", str(path), "-o", str(out))
+def test_bad_results_file_is_one_line_and_exit_2(bad_file_reports, kind):
+    path, out, proc = bad_file_reports[kind]
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     lines = stderr_lines(proc)
     assert len(lines) == 1, proc.stderr
