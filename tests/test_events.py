@@ -7,10 +7,12 @@ Celery's own event receiver and are tested with real workers in test_celery_even
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
@@ -155,38 +157,59 @@ def test_importing_the_event_stream_does_not_import_the_library_face():
 
 
 # celery: the task events come from the workers, through Celery's own events -----------------
+RUN_TIMEOUT = 300
 try:
     from celery_fixtures import require_redis_binary
 except ImportError:  # tests/ imported as a package
     from tests.celery_fixtures import require_redis_binary
 
 
-@pytest.mark.parametrize("scenario, params, options, planned", [
+CELERY_CASES = [  # (scenario, params, tier options, planned tasks)
     ("power-io", {"tasks": 4, "sleep": 0.05}, {}, 4),
     ("power-io", {"tasks": 5, "sleep": 0.0}, {"chunk": 2}, 5),    # celery chunks: 2 calls a message
     ("mapreduce", {"size": 4000, "chunksize": 1000}, {}, 4),     # one message per chunk
     ("pipeline", {"items": 10, "capacity": 2}, {}, None),        # actors on celery workers
-])
-def test_celery_tasks_are_told_by_the_workers(scenario, params, options, planned):
+]
+QUIET = ("power-io", {"tasks": 2, "sleep": 0.0}, {})  # on one worker, heard without task events
+
+
+def _heard(tasks: bool, workers: int, scenario: str, params: dict, options: dict) -> tuple:
+    """One celery run (its own Redis and workers) with a subscriber (``tasks``: to task events
+    too) from before it starts: (the record, every event the subscriber got). In a process
+    of the pool below."""
+    heard: list = []
+    with events.subscribe(heard.append, tasks=tasks):
+        record = run(scenario, "celery", workers=workers, tier_options=options, **params)
+    return record, heard
+
+
+@pytest.fixture(scope="module")
+def celery_runs():
+    """The celery runs of the tests below, side by side (each its own Redis, workers and
+    event stream), in spawned processes; each test reads its own. Waited for at the end."""
+    require_redis_binary()
+    with ProcessPoolExecutor(len(CELERY_CASES) + 1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        runs = {repr(case[:3]): pool.submit(_heard, True, 2, *case[:3]) for case in CELERY_CASES}
+        runs["quiet"] = pool.submit(_heard, False, 1, *QUIET)
+        yield runs
+
+
+@pytest.mark.parametrize("scenario, params, options, planned", CELERY_CASES)
+def test_celery_tasks_are_told_by_the_workers(celery_runs, scenario, params, options, planned):
     """Every task's three events come from Celery's events of the tier's own workers,
     named as the record's nodes; and Celery's events are on only because we listen."""
-    require_redis_binary()
-    with events.Recorder() as rec:
-        record = run(scenario, "celery", workers=2, tier_options=options, **params)
+    record, heard = celery_runs[repr((scenario, params, options))].result(timeout=RUN_TIMEOUT)
     assert record["verdict"]["ok"], record["verdict"]
     planned = planned if planned is not None else record["task_timing"]["count"]
-    check_tasks(rec.events, planned, record)
-    finished = [e for e in rec.events if e.kind == "task.finished"]
+    check_tasks(heard, planned, record)
+    finished = [e for e in heard if e.kind == "task.finished"]
     assert all(e["task_id"] for e in finished)  # Celery's own task ids: told by the workers
     assert all(w.startswith("taskrace-") and "@" in w for w in {e["worker"] for e in finished})
 
 
-def test_celery_without_a_task_listener_sends_no_task_events(tmp_path):
+def test_celery_without_a_task_listener_sends_no_task_events(celery_runs):
     """A progress bar listens without task events: the workers start without -E."""
-    require_redis_binary()
-    heard = []
-    with events.subscribe(heard.append, tasks=False):
-        record = run("power-io", "celery", workers=1, tasks=2, sleep=0.0)
+    record, heard = celery_runs["quiet"].result(timeout=RUN_TIMEOUT)
     assert record["verdict"]["ok"]
     assert not [e for e in heard if e.kind.startswith("task.")]
     assert [e.kind for e in heard][:1] == ["point.start"]
