@@ -59,6 +59,20 @@ def test_power_io_waits_overlap_on_the_callers_thread():
     assert max(o.started for o in outcomes) < min(o.finished for o in outcomes)
 
 
+def test_inside_a_running_loop_its_loop_gets_a_thread_of_its_own():
+    """A Jupyter kernel's cell runs while the kernel's loop runs in its thread, where a
+    second loop cannot: the tier's one loop runs in one thread of its own, the same
+    overlap, and that thread is gone after stop()."""
+    async def cell():
+        return execute("power-io", 4, tasks=4, sleep=0.05)
+
+    outcomes, verdict = asyncio.run(cell())
+    assert verdict.ok, verdict
+    assert {o.worker for o in outcomes} == {f"{os.getpid()}/taskrace-asyncio"}
+    assert max(o.started for o in outcomes) < min(o.finished for o in outcomes)
+    assert not [t for t in threading.enumerate() if t.name.startswith("taskrace-asyncio")]
+
+
 def test_power_io_limits_tasks_in_flight_to_n():
     # -n bounds concurrency as a pool of n would: 4 tasks at -n 2 run as two waves.
     outcomes, _ = execute("power-io", 2, tasks=4, sleep=0.05)

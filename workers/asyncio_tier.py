@@ -17,6 +17,10 @@ How work flows (nothing crosses a thread or a process; everything is one thread'
       lock: asyncio.Lock                        held across awaits by the bank's ``lock``
       channel: asyncio.Queue(maxsize)           a full queue suspends ``await put``: back-pressure
 
+Where the caller's thread runs an event loop already (a cell of a Jupyter kernel does), a
+thread cannot run a second one: the tier's loop then runs in a thread of its own, and the
+caller waits for it. Still one loop in one thread, only not the caller's.
+
 The loop switches only at ``await``. So waiting overlaps (power-io's ``asyncio.sleep``, on
 one thread), computing does not (power-cpu and mapreduce hold the loop: one core, like
 threads under the GIL), and the bank's race can only happen where an actor awaits between
@@ -25,7 +29,9 @@ its read and its write.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import wait as wait_for
 
 from scenarios.base import twin_of
 from workers.base import Actor, Outcome, Tier, apply_deltas, call, error_text, peak_rss, where
@@ -47,6 +53,15 @@ async def call_async(index: int, fn, args: tuple, on_start=None) -> Outcome:
     # an await also counts whatever the other Tasks computed meanwhile.
     return Outcome(index, value, error, started=started, finished=time.perf_counter(),
                    worker=where(), max_rss=peak_rss())
+
+
+def _loop_running_here() -> bool:
+    """Whether this thread runs an event loop now (a Jupyter kernel's cell does)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class LoopAccounts:
@@ -93,21 +108,69 @@ class AsyncioTier(Tier):
     name = "asyncio"
     summary = "one event loop in one thread: waits overlap at await, computing blocks the loop"
     shares_memory = True  # one process, one thread: the caller's module globals
+    runs_coroutines = True  # twin_of(fn) is awaited on the loop; a task without one blocks it
 
     def __init__(self, workers: int = 1, **options) -> None:
         super().__init__(workers, **options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []  # the current batch's Tasks
+        self._thread: threading.Thread | None = None  # the loop's own thread, if the caller's runs one
+        self._ended: BaseException | None = None  # what ended that thread's loop, if not stop()
+        self._own_thread = False
+
+    def describe(self) -> dict:
+        out = {"workers": self.workers}
+        if self._own_thread:
+            out["loop_thread"] = "its own (the caller's thread runs an event loop)"
+        return out
 
     def start(self) -> None:
         # A loop of our own, not the thread's current one: nothing else runs on it, so
         # stop() can cancel everything on it and close it.
         self._loop = asyncio.new_event_loop()
+        self._own_thread = _loop_running_here()
+        if self._own_thread:  # a thread runs one loop at a time: ours gets a thread
+            self._thread = threading.Thread(target=self._serve, name="taskrace-asyncio", daemon=True)
+            self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            self._loop.run_forever()
+        except BaseException as exc:  # noqa: BLE001 - e.g. a Task's KeyboardInterrupt: told to the caller
+            self._ended = exc
+
+    def _run(self, coro):
+        """Run ``coro`` on the tier's loop until it is done: here, or on the loop's thread."""
+        if self._thread is None:
+            return self._loop.run_until_complete(coro)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        while not wait_for([future], timeout=0.2).done:
+            if not self._thread.is_alive():
+                future.cancel()
+                raise self._ended or RuntimeError("the asyncio tier's loop ended")
+        return future.result()
 
     def stop(self, abort: bool = False) -> None:
         loop, self._loop = self._loop, None
         if loop is None:
             return
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            # Stop the loop in its thread, then wind it down as below in a thread with no
+            # loop running (not the caller's). A task stuck in blocking code keeps it:
+            # on abort, left to the process's exit, as the threads tier leaves its threads.
+            if thread.is_alive():
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(5 if abort else None)
+                if thread.is_alive():
+                    return
+            closer = threading.Thread(target=self._close, args=(loop,), name="taskrace-asyncio-close")
+            closer.start()
+            closer.join()
+            return
+        self._close(loop)
+
+    def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         # After Ctrl-C (a KeyboardInterrupt raised through run_until_complete) the loop
         # holds Tasks mid-await: cancel every one and let them unwind, and read the
         # exception of the Task that took the interrupt, so that no "Task was destroyed
@@ -148,12 +211,12 @@ class AsyncioTier(Tier):
 
     def map(self, fn, args_list, chunksize=1) -> list[Outcome]:
         # -n bounds how many tasks are in flight, as a pool of n threads would.
-        return self._loop.run_until_complete(self._run_all([(fn, args) for args in args_list], self.workers))
+        return self._run(self._run_all([(fn, args) for args in args_list], self.workers))
 
     def run_actors(self, actors: list[Actor]) -> list[Outcome]:
         # Every actor at once: actors wait on each other (queues, locks), so a limit
         # below the batch could leave a producer waiting for a consumer that never starts.
-        return self._loop.run_until_complete(self._run_all([(a.fn, a.args) for a in actors], None))
+        return self._run(self._run_all([(a.fn, a.args) for a in actors], None))
 
     def accounts(self, balances):
         return LoopAccounts(balances)

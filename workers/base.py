@@ -146,6 +146,7 @@ class Tier:
     external = False  # tasks run in processes someone else started, outside the harness's tree
     bank_strategies: tuple[str, ...] = ("none", "lock", "atomic", "optimistic", "queue")
     reduces_remotely = False  # map_reduce(): a reduce callback runs where the map tasks ran (a chord)
+    runs_coroutines = False  # an event loop: awaits a task's coroutine twin instead of calling the task
     cli_options: tuple[TierOption, ...] = ()  # the settings users may give: see TierOption
 
     def __init__(self, workers: int = 1, **options: Any) -> None:
