@@ -6,7 +6,9 @@ Redis password does not show up in ``ps``.
 
 Security posture: JSON only (a pickle message would be code execution on the
 worker), and the one generic task only calls functions living under the
-``scenarios.`` package.
+``scenarios.`` package, or in a module the worker's own environment names in
+``TASKRACE_TASK_MODULES`` (comma-separated; ``taskrace.race`` on celery: the caller's
+function, by its import path). A message can never widen that list.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from celery.signals import celeryd_after_setup
 
 from workers import celery_events
 from workers.base import peak_rss
+from workers.celery_workers import TASK_MODULES_ENV
 from workers.delivery import ENV as DELIVERY_ENV, get_mode
 import workers.redis_state  # noqa: F401  (registers the JSON types of shared-state handles)
 
@@ -31,6 +34,23 @@ TASK_OP = "taskrace.op"
 TASK_PART = "taskrace.part"  # a chord's map task (workers.celery_chord): raises on error
 TASK_REDUCE = "taskrace.reduce"  # a chord's body: the reduce, on a worker
 ALLOWED_PREFIX = "scenarios."
+
+
+def task_modules() -> tuple[str, ...]:
+    """The modules TASKRACE_TASK_MODULES lets this worker call (never ``__main__``)."""
+    names = (m.strip() for m in os.environ.get(TASK_MODULES_ENV, "").split(","))
+    return tuple(m for m in names if m and m != "__main__")
+
+
+def _allowed(module: str) -> bool:
+    return module.startswith(ALLOWED_PREFIX) or any(module == m or module.startswith(m + ".")
+                                                    for m in task_modules())
+
+
+def _where_allowed() -> str:
+    extra = task_modules()
+    return f"'{ALLOWED_PREFIX}<module>:<name>'" + (f" or a function of {', '.join(extra)}" if extra else
+                                                   f" (more modules: {TASK_MODULES_ENV} in the worker's environment)")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -123,10 +143,11 @@ def _worker_id(task) -> str:
 
 
 def _resolve(fn_path: str):
-    """``scenarios.mod:qual.name`` -> callable, refusing anything outside scenarios."""
+    """``scenarios.mod:qual.name`` -> callable, refusing anything outside scenarios (and
+    the modules of TASKRACE_TASK_MODULES)."""
     mod_name, sep, qualname = fn_path.partition(":") if isinstance(fn_path, str) else ("", "", "")
-    if not (sep and mod_name.startswith(ALLOWED_PREFIX) and qualname):
-        raise PermissionError(f"refused fn_path {fn_path!r}: only '{ALLOWED_PREFIX}<module>:<name>' is allowed")
+    if not (sep and _allowed(mod_name) and qualname):
+        raise PermissionError(f"refused fn_path {fn_path!r}: only {_where_allowed()} is allowed")
     parts = qualname.split(".")
     # No dunders: blocks scenarios.x:f.__globals__ / __builtins__ style escapes.
     if not all(p.isidentifier() and not p.startswith("__") for p in parts):
@@ -135,8 +156,8 @@ def _resolve(fn_path: str):
     for p in parts:
         obj = getattr(obj, p)
     # Blocks re-exports such as scenarios.x:os.system (module imported `os`).
-    if not callable(obj) or not str(getattr(obj, "__module__", "")).startswith(ALLOWED_PREFIX):
-        raise PermissionError(f"refused fn_path {fn_path!r}: not a callable defined under {ALLOWED_PREFIX}")
+    if not callable(obj) or not _allowed(str(getattr(obj, "__module__", ""))):
+        raise PermissionError(f"refused fn_path {fn_path!r}: not a callable defined in an allowed module")
     return obj
 
 

@@ -37,7 +37,8 @@ import time
 
 from taskrace import events
 from workers.base import Outcome, Tier, TierFailure, TierOption
-from workers.celery_workers import CELERY_ENV_OVERRIDES, POOLS, start_worker, stop_workers, wait_ready
+from workers.celery_workers import (CELERY_ENV_OVERRIDES, POOLS, PROJECT_ROOT, TASK_MODULES_ENV, start_worker,
+                                    stop_workers, wait_ready)
 from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, KOMBU_DEFAULT_VISIBILITY_S,
                               MODES, redelivers_after_worker_death, resolve, saving_mode)
 from workers.infra.latency_proxy import LatencyProxy, parse_latency, redis_target, through
@@ -82,7 +83,8 @@ class CeleryTier(Tier):
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
                  concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,
                  task_timeout: float = 600.0, external: bool = False, queue: str | None = None,
-                 scaler=None, latency=None, delivery: str | None = None, **options) -> None:
+                 scaler=None, latency=None, delivery: str | None = None, task_modules: dict | None = None,
+                 **options) -> None:
         super().__init__(workers, **options)
         if pool not in POOLS:
             raise ValueError(f"unknown --pool {pool!r}; choose from: {', '.join(POOLS)}")
@@ -98,6 +100,11 @@ class CeleryTier(Tier):
         self.delivery = resolve(delivery or os.environ.get(DELIVERY_ENV) or None, acks_late)
         self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
         self.chunk, self.task_timeout = chunk, task_timeout
+        # task_modules: {module: the folder it imports from, or None}: modules besides
+        # scenarios. the workers this tier starts may call (taskrace.race's function's),
+        # told to them in TASKRACE_TASK_MODULES, their folders put on their PYTHONPATH.
+        # External workers keep their own list (their operator's).
+        self.task_modules = dict(task_modules or {})
         self.incidents: list[dict] = []  # workers that died under a run, and what it cost
         self.run_id = secrets.token_hex(4)
         # external: workers someone else runs (the compose lab's `worker` service), on a
@@ -152,6 +159,7 @@ class CeleryTier(Tier):
                 "queue": self.queue, "actor_queue": self.actor_queue, "extra_actor_workers": self.extra_workers,
                 "actor_slots": self._external_slots,
                 "external_workers": self.external, "latency": self._latency_record(),
+                **({"task_modules": sorted(self.task_modules)} if self.task_modules else {}),
                 "nodes_up": sorted(self._nodes_up) if self._nodes_up else [w.name for w in self._workers],
                 "nodes_for_tasks": (self._main_nodes or self._task_nodes
                                     or [w.name for w in self._workers[:self.workers]]),
@@ -270,8 +278,16 @@ class CeleryTier(Tier):
     def _worker_env(self) -> dict:
         """What a worker of this tier is told: prefetch, late acks, and the delivery mode
         (whose settings make_app applies there as it does here)."""
-        return {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
-                DELIVERY_ENV: self.delivery.name}
+        env = {"TASKRACE_PREFETCH": str(self.prefetch), "TASKRACE_ACKS_LATE": str(int(self.acks_late)),
+               DELIVERY_ENV: self.delivery.name}
+        if self.task_modules:
+            given = [m for m in os.environ.get(TASK_MODULES_ENV, "").split(",") if m.strip()]
+            env[TASK_MODULES_ENV] = ",".join(dict.fromkeys([*given, *self.task_modules]))
+            folders = [str(f) for f in self.task_modules.values() if f]
+            if folders:
+                env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+                    [*folders, str(PROJECT_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
+        return env
 
     def stop(self, abort: bool = False) -> None:
         if self._events is not None:  # first: disable_events must reach live workers

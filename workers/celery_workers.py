@@ -28,6 +28,10 @@ CELERY_ENV_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_B
 
 
 POOLS = ("prefork", "threads", "solo")  # celery worker --pool: the ones a worker here may use
+# Modules (and their submodules) besides scenarios. whose functions a worker may call, comma-
+# separated, as its operator says (workers.celery_app._resolve): the workers the celery tier
+# starts for taskrace.race get the race's function's module; the lab's, the notebooks' folder.
+TASK_MODULES_ENV = "TASKRACE_TASK_MODULES"
 
 
 def die_with_parent() -> None:
