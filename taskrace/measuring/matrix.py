@@ -126,16 +126,17 @@ def parse_sweeps(args, more: list[str]) -> dict[str, list[dict]]:
     return out
 
 
-def execute_compare(points: list, args) -> tuple[list[dict], list[dict], dict]:
+def execute_compare(points: list, args, measure_cpus: bool = True,
+                    label: str = "compare") -> tuple[list[dict], list[dict], dict]:
     """Run the matrix: (records, fits, capacity). The CPUs' capacity is measured before
-    and after: the ceiling beside which every CPU-bound speedup is read (a shared VM may
-    give far less than its CPU count)."""
+    and after (unless ``measure_cpus`` is false): the ceiling beside which every CPU-bound
+    speedup is read (a shared VM may give far less than its CPU count)."""
     from taskrace.measuring import sweep
 
     total = len(points) * (args.repeat + args.warmup)
-    events.emit("run.start", command="compare", label="compare", total=total, points=len(points))
+    events.emit("run.start", command="compare", label=label, total=total, points=len(points))
     capacity = {}
-    if usable_cpus() > 1:
+    if measure_cpus and usable_cpus() > 1:
         events.emit("status", text="measuring CPU capacity")
         capacity["before"] = measure_capacity()
         events.emit("capacity", phase="before", result=capacity["before"])

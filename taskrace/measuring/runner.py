@@ -31,8 +31,9 @@ WORKERS_HOW = {"cpu_percent": "CPU time of the tasks' own threads, measured wher
                "os_processes": "processes that ran tasks", "threads": "not measured outside the harness"}
 REPLACED = ("cpu_percent", "cpu_seconds", "peak_rss_bytes", "os_processes", "threads")
 # Sections a scenario adds to a run's record (Execution.data["record"]), kept on each sample
-# and, from the median one, on the record: mapreduce --reduce chord's cost.
-OWN_SECTIONS = ("chord",)
+# and, from the median one, on the record: mapreduce --reduce chord's cost, how
+# taskrace.race's function reached the tier.
+OWN_SECTIONS = ("chord", "race")
 MIN_CPU_WINDOW_S = 0.1  # as taskrace.measuring.measure: 10 ms CPU ticks over less would read as noise
 
 
