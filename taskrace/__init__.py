@@ -1,13 +1,13 @@
 """taskrace: race the same workloads across concurrency models, measured side by side.
 
-The library face (``taskrace.run``, ``compare``, ``faults``, ``network``, ``load``)
+The library face (``taskrace.run``, ``compare``, ``race``, ``faults``, ``network``, ``load``)
 lives in ``taskrace.api`` and is imported on first use: a Celery worker that imports
 ``workers`` (and through it ``taskrace.events``) pays for none of it.
 """
 
 from taskrace.version import __version__
 
-_API = ("run", "compare", "faults", "network", "load", "parse", "Results", "FaultResults", "NetworkResults",
+_API = ("run", "compare", "race", "faults", "network", "load", "parse", "Results", "FaultResults", "NetworkResults",
         "InputError")
 __all__ = [*_API, "events", "__version__"]
 

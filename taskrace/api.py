@@ -6,6 +6,7 @@
     r.records[0]["wall_s"]        # the records, as the results file holds them
     r.to_json("out.json"); r.report("report/"); r.to_dataframe()
     taskrace.compare(scenario="power-cpu", backend=["threads", "processes"], workers=[1, 2])
+    taskrace.race(f, [1, 2, 3], backends=["threads", "processes"], workers=2)   # your own function
 
 Keyword arguments are the commands' options, spelled as Python names (``--task-size``
 is ``task_size``, ``-n`` is ``workers``; a list where the command takes a comma list; a
@@ -162,6 +163,38 @@ def compare(scenario: str | list[str] | None = None, backend: str | list[str] | 
     with stack:
         records, fits, capacity = execute_compare(points, args)
     return Results(records, fits=fits, capacity=capacity, title=f"taskrace compare (median of {args.repeat})",
+                   events=recorder.events, expect_safe=args.expect_safe, command="compare")
+
+
+def race(fn: Callable, inputs, backends: str | list[str] | None = None, workers: int | list[int] | None = None, *,
+         repeat: int = 3, warmup: int = 1, chunksize: int = 1, capacity: bool = True, name: str | None = None,
+         on_event: Callable | None = None, events: str | None = None, trace: bool = False, progress: bool = True,
+         **options) -> "Results":
+    """Race your own function: ``fn(x)`` for each x of ``inputs``, on each backend, measured
+    and judged as ``compare`` does (sequential first: the oracle; ``= seq`` says whether a
+    backend's answers equal its answers). ``fn`` may live in ``__main__`` (a notebook):
+    processes and interpreters get it by cloudpickle where they cannot import it, or by
+    fork; celery only by its import path (a module its workers import). Backends by
+    default: those that load here and need no broker, asyncio for a coroutine function.
+    ``capacity``: measure the CPUs before and after, as compare does; ``name``: the
+    table's label (``f()``). Options: the tiers' (``start_method``, ``redis_url``, ...)
+    and ``live``. How the function travelled: ``record["race"]`` (taskrace.racing)."""
+    from scenarios import provided
+    from taskrace.measuring.matrix import execute_compare
+    from taskrace.racing import check_options, plan_points, race_scenario
+
+    with _input_errors():
+        check_options(options)
+        given = {"backend": backends, "workers": workers}
+        args = parse("compare", **{k: v for k, v in given.items() if v is not None}, repeat=repeat, warmup=warmup,
+                     **options)
+        scenario_cls = race_scenario(fn, inputs, name=name, chunksize=chunksize)
+        with provided(scenario_cls):
+            points = plan_points(scenario_cls, args)
+        stack, recorder = _listening(on_event, events, trace, progress, args)
+    with stack, provided(scenario_cls):
+        records, fits, cpus = execute_compare(points, args, measure_cpus=capacity, label=f"race {scenario_cls.name}")
+    return Results(records, fits=fits, capacity=cpus, title=f"taskrace race {scenario_cls.name} (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
 
 
