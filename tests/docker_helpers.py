@@ -137,6 +137,21 @@ def build_images(client):
                 pass
 
 
+def sweep_project(client, project: str) -> None:
+    """Every container, network and volume of a compose project, removed by its label."""
+    f = {"label": f"{LABEL_PROJECT}={project}"}
+    for c in client.containers.list(all=True, ignore_removed=True, filters=f):
+        try:
+            c.remove(force=True, v=True)
+        except Exception as exc:  # noqa: BLE001 - gone meanwhile
+            if getattr(exc, "status_code", None) != 404:
+                raise
+    for n in client.networks.list(filters=f):
+        n.remove()
+    for v in client.volumes.list(filters=f):
+        v.remove(force=True)
+
+
 class Stack:
     """One compose project (``-p``), driven by one Compose CLI (``tool``, ``version``)."""
 
@@ -186,17 +201,7 @@ class Stack:
 
     def sweep(self):
         """Whatever `down` left (a crash mid-test, a clone): removed by label."""
-        f = {"label": f"{LABEL_PROJECT}={self.project}"}
-        for c in self.client.containers.list(all=True, ignore_removed=True, filters=f):
-            try:
-                c.remove(force=True, v=True)
-            except Exception as exc:  # noqa: BLE001 - gone meanwhile
-                if getattr(exc, "status_code", None) != 404:
-                    raise
-        for n in self.client.networks.list(filters=f):
-            n.remove()
-        for v in self.client.volumes.list(filters=f):
-            v.remove(force=True)
+        sweep_project(self.client, self.project)
 
 
 def bring_up_lab(client, results: Path):

@@ -36,10 +36,10 @@ if str(REPO_ROOT) not in sys.path:
 
 try:
     from celery_procs import wait_for
-    from docker_helpers import base_env, compose_tools as _compose_tools, sh as _sh, unavailable as _unavailable
+    from docker_helpers import base_env, compose_tools as _compose_tools, sh as _sh, sweep_project, unavailable as _unavailable
 except ImportError:  # tests/ imported as a package
     from tests.celery_procs import wait_for
-    from tests.docker_helpers import (base_env, compose_tools as _compose_tools, sh as _sh,
+    from tests.docker_helpers import (base_env, compose_tools as _compose_tools, sh as _sh, sweep_project,
                                       unavailable as _unavailable)
 
 from taskrace.faultlab.lab import LABEL_ROLE, LABEL_RUN, NO_PERSISTENCE_CHOICE, node_of  # noqa: E402
@@ -137,17 +137,7 @@ class Stack:
         self.compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=180, check=False)
 
     def sweep(self):
-        f = {"label": f"{LABEL_PROJECT}={self.project}"}
-        for c in self.client.containers.list(all=True, ignore_removed=True, filters=f):
-            try:
-                c.remove(force=True, v=True)
-            except Exception as exc:  # noqa: BLE001 - gone meanwhile
-                if getattr(exc, "status_code", None) != 404:
-                    raise
-        for n in self.client.networks.list(filters=f):
-            n.remove()
-        for v in self.client.volumes.list(filters=f):
-            v.remove(force=True)
+        sweep_project(self.client, self.project)
 
     def leftovers(self) -> dict:
         f = {"label": f"{LABEL_PROJECT}={self.project}"}
