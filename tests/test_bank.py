@@ -43,7 +43,7 @@ RUNS = [
     *[(tier, 2, {"strategy": "none", "mode": "transfers", **FAST}) for tier in CONCURRENT_TIERS],
     ("threads", 3, {"strategy": "lock", "mode": "transfers", **FAST}),
 ]
-AT_ONCE = 4
+AT_ONCE = 6
 RUN_TIMEOUT = 600
 
 

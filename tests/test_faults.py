@@ -47,7 +47,7 @@ RUNS = [
     ("drop-connections", "at-least-once", (("persistence", "none"), ("workload", "jobs"))),
     ("restart-broker", "at-least-once", (("persistence", "none"),)),
 ]
-AT_ONCE = 4
+AT_ONCE = 6
 RUN_TIMEOUT = 600  # for any one run to end (each ends itself at a deadline derived from its work)
 
 
