@@ -122,7 +122,7 @@ def run_chord(tier, fn: Callable, args_list: list[tuple], reduce_fn: Callable) -
     from celery import chord, group
     from celery.result import ResultSet
 
-    from workers.celery_tier import _Watch
+    from workers.celery_watch import Watch
 
     n = len(args_list)
     header = group(tier.app.signature("taskrace.part", args=(_path(fn), list(args)), queue=tier.queue)
@@ -135,7 +135,7 @@ def run_chord(tier, fn: Callable, args_list: list[tuple], reduce_fn: Callable) -
         ids = [r.id for r in parts]
         if tier._events is not None:
             tier._events.track({**{tid: i for i, tid in enumerate(ids)}, result.id: n})
-        watch = _Watch(tier, parts + [result], [[i] for i in range(n + 1)], False, polled=ids, body=n)
+        watch = Watch(tier, parts + [result], [[i] for i in range(n + 1)], False, polled=ids, body=n)
         watch.what = f"{_path(fn)} as a chord (map tasks 0-{n - 1}, the reduce task {n})"
         got: list = []
 

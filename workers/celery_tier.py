@@ -37,6 +37,8 @@ import time
 
 from taskrace import events
 from workers.base import Outcome, Tier, TierFailure, TierOption
+from workers.celery_watch import (ACTOR_GRACE_S, INSPECT_TIMEOUT_S, PING_MISSES, SETTLE_SLACK_S, STALL_PING_S,
+                                  message_id, ranges, Settled, Watch, why_lost)
 from workers.celery_workers import (CELERY_ENV_OVERRIDES, POOLS, PROJECT_ROOT, TASK_MODULES_ENV, start_worker,
                                     stop_workers, wait_ready)
 from workers.delivery import (ACTORS_REFUSED, EFFECTIVELY_ONCE, ENV as DELIVERY_ENV, KOMBU_DEFAULT_VISIBILITY_S,
@@ -465,7 +467,7 @@ class CeleryTier(Tier):
         missing one cannot, on two looks CONFIRM_S apart, the wait ends: those tasks come
         back as errors naming them (the checker fails the point, the CLI exits 1) and the
         record gets an incident (``describe()["dead_workers"]``) with its stated bound."""
-        watch = _Watch(self, result.results, spans, actors)
+        watch = Watch(self, result.results, spans, actors)
         watch.what = what
         total = len(watch.ids)
         # interval: how often the result keys are polled; Celery's 0.5 s default would add
@@ -477,7 +479,7 @@ class CeleryTier(Tier):
                                               f"{self.task_timeout:.0f} s timeout (workers dead or stuck?)")
         return [watch.values[k] for k in range(total)]  # (value, when the caller had it)
 
-    def _watched(self, watch: "_Watch", wait, waited_on: list, timed_out) -> None:
+    def _watched(self, watch: "Watch", wait, waited_on: list, timed_out) -> None:
         """Run ``wait()``, a blocking wait whose on_interval is ``watch.on_interval``: the
         one way every wait of this tier (a group's join, a chord's body) ends on a dead
         worker. Settled (nothing more can arrive): stop waiting for ``waited_on``'s missing
@@ -490,7 +492,7 @@ class CeleryTier(Tier):
 
         try:
             wait()
-        except _Settled:
+        except Settled:
             self._forget(waited_on, watch)
         except CeleryTimeout:
             raise TierFailure(f"celery: {timed_out()}") from None
@@ -506,7 +508,7 @@ class CeleryTier(Tier):
             self._settle(watch)
 
     # dead workers ------------------------------------------------------------------
-    def _look_for_deaths(self, watch: "_Watch") -> None:
+    def _look_for_deaths(self, watch: "Watch") -> None:
         """Workers of this tier whose main process is gone (a waitpid each), or external
         ones that stopped answering pings once no result came for STALL_PING_S. A dead
         worker this tier started is replaced at once, as a supervisor would (its boot
@@ -556,7 +558,7 @@ class CeleryTier(Tier):
         self._retired.append(w)
         return new
 
-    def _recycle(self, nodes: set[str], watch: "_Watch") -> None:
+    def _recycle(self, nodes: set[str], watch: "Watch") -> None:
         """Kill the workers running these nodes (actors stuck on a lost peer) and start
         others in their place, so the next run finds free slots."""
         doomed = [w for w in self._workers if self._node(w) in nodes and w.proc.poll() is None]
@@ -593,7 +595,7 @@ class CeleryTier(Tier):
             (ready if w.ready_after is not None or " ready." in w.log() else booting).append(self._node(w))
         return ready, booting
 
-    def _fates(self, watch: "_Watch") -> dict[int, tuple[str, str]]:
+    def _fates(self, watch: "Watch") -> dict[int, tuple[str, str]]:
         """What each missing result can still become: message index -> (fate, where).
         Fates that can arrive: running (active or reserved on a live worker), queued (a
         live consumer will take it), returning (unacknowledged, restored before the
@@ -640,7 +642,7 @@ class CeleryTier(Tier):
         if self.external:  # only the -n main nodes were told to consume this run's queue
             consumers = any(n not in self._dead_nodes for n in self._main_nodes)
         for raw in queued_a + queued_b:
-            tid = _message_id(raw)
+            tid = message_id(raw)
             if tid in pending and pending[tid] not in fates:
                 fates[pending[tid]] = ("queued", "") if consumers else ("stranded", "")
         restore_after = self.delivery.visibility_timeout_s + self.delivery.restore_period_s
@@ -649,7 +651,7 @@ class CeleryTier(Tier):
         for tag, raw in unacked.items():
             tag = tag.decode() if isinstance(tag, bytes) else tag
             try:
-                tid = _message_id(json.loads(raw)[0])
+                tid = message_id(json.loads(raw)[0])
             except (ValueError, IndexError, TypeError):
                 continue
             if tid in pending and pending[tid] not in fates:
@@ -687,7 +689,7 @@ class CeleryTier(Tier):
             return None
         return hashlib.sha1(repr(list(zip(keys, values))).encode()).hexdigest()
 
-    def _forget(self, results: list, watch: "_Watch") -> None:
+    def _forget(self, results: list, watch: "Watch") -> None:
         """Stop waiting for the results that cannot arrive (no subscription left behind)."""
         backend = self.app.backend
         for r in results:
@@ -697,7 +699,7 @@ class CeleryTier(Tier):
                 except Exception:  # noqa: BLE001 - best effort
                     pass
 
-    def _settle(self, watch: "_Watch") -> None:
+    def _settle(self, watch: "Watch") -> None:
         """Turn what the watch saw into errors on the lost tasks and one incident in the
         record; wait for replacement workers so the next run has -n again."""
         mode = self.delivery
@@ -709,7 +711,7 @@ class CeleryTier(Tier):
                                       if isinstance(v, dict) and v.get("redelivered")))
         nodes = ", ".join(d["node"] for d in watch.deaths) or "a pool child"
         save = saving_mode(mode, pool_child=bool(watch.child_lost) and not watch.lost)
-        names = _ranges(lost_tasks)
+        names = ranges(lost_tasks)
         total = sum(len(s) for s in watch.spans)
         if lost:
             one = len(lost_tasks) == 1
@@ -720,7 +722,7 @@ class CeleryTier(Tier):
             first = lost_tasks[0]
             for k in lost:
                 why = (f"its pool child was killed ({watch.child_lost[k]})" if k in watch.child_lost
-                       else _why(watch.lost[k], nodes, mode))
+                       else why_lost(watch.lost[k], nodes, mode))
                 text = f"lost: {why}; {head}" if first in watch.spans[k] else f"lost: {why} (see task {first})"
                 seen = watch.values[k][1] if k in watch.values else time.perf_counter()
                 watch.values[k] = ({"error": text, "lost": True}, seen)
@@ -813,189 +815,3 @@ def _run_here(actor, out: dict) -> None:
     out.update(value=value, error=error, started=started, finished=finished,
                worker=f"harness@{socket.gethostname()}:{os.getpid()}",
                cpu_s=time.thread_time() - cpu0, max_rss=peak_rss(), seen=time.perf_counter())
-
-
-# --- dead workers: what the watch of one wait knows -------------------------------------
-LOOK_EVERY_S = 0.5  # workers looked at (waitpid) at most this often while results arrive
-CONFIRM_S = 0.5  # a task is called lost only when two looks this far apart agree
-INSPECT_TIMEOUT_S = 1.0  # inspect active/reserved, asked only after a death
-STALL_PING_S = 2.0  # external workers: pinged only after this long without a result
-PING_MISSES = 3  # ... and taken for dead after missing this many pings in a row
-ACTOR_GRACE_S = 5.0  # actors wait on each other: after a loss, stuck = shared state unchanged this long
-# Noticing (a look every 0.5 s, join_native's 1 s drain tick), confirming (two looks 0.5 s
-# apart, each with up to two 1 s inspect calls): what ending a wait may take beyond the work.
-SETTLE_SLACK_S = LOOK_EVERY_S + 1.0 + CONFIRM_S + 2 * INSPECT_TIMEOUT_S + 1.0
-LOST_FATES = ("gone", "parked", "stranded", "abandoned")
-
-
-class _Settled(Exception):
-    """Raised from join_native's on_interval: nothing more can arrive."""
-
-
-class _Watch:
-    """The state of one wait: which results arrived, which workers died, and what the
-    missing ones can still become.
-
-    ``results``: one AsyncResult per message, in the order of ``spans``. Most arrive
-    through the wait's callback; those in ``polled`` are not waited on (a chord's header:
-    only its body is), so the watch reads them from the result backend itself, only when
-    it must know (a death noticed and each look after it; external workers, before a
-    ping). ``body``: the index of a message sent only once every other one arrived (a
-    chord's body): while others are missing it has not been sent, and it can arrive
-    exactly when they can, so its own fate is asked only once it is the last one."""
-
-    def __init__(self, tier: CeleryTier, results: list, spans: list[list[int]], actors: bool,
-                 polled=(), body: int | None = None) -> None:
-        self.tier, self.spans, self.actors = tier, spans, actors
-        self.what = ""  # the function or the actors' roles: which run of a compare this was
-        self.ids = [r.id for r in results]
-        self.polled, self.body = list(polled), body
-        self.index = {tid: k for k, tid in enumerate(self.ids)}
-        self.values: dict[int, tuple] = {}
-        self.t0 = self.last_arrival = time.monotonic()
-        self.next_look = self.t0 + LOOK_EVERY_S
-        self.deaths: list[dict] = []
-        self.replaced: list[str] = []
-        self.child_lost: dict[int, str] = {}  # message -> WorkerLostError text
-        self.redelivered = False  # a result ran from a message kombu gave back
-        self.lost: dict[int, tuple[str, str]] = {}  # message -> (fate, where), once settled
-        self.misses: dict[str, int] = {}
-        self.noticed_at: float | None = None
-        self.pending_at_notice: int | None = None
-        self.survivors = 0
-        self._seen_fates: dict | None = None
-        self._seen_at = 0.0
-        self._digest: str | None = None  # actors: the shared state, to tell stuck from slow
-        self._changed_at = 0.0
-        self.stuck_for: float | None = None
-        self.abandoned: dict[int, tuple[str, str]] = {}
-
-    def arrived(self, task_id, value) -> None:
-        k = self.index.get(task_id)
-        if k is None or k in self.values:
-            return
-        if isinstance(value, BaseException):  # propagate=False: a failed task's exception
-            text = f"{type(value).__name__}: {value}"
-            if type(value).__name__ == "WorkerLostError":  # a pool child killed under it
-                self.child_lost[k] = text
-                self._notice()
-            value = {"error": text}
-        elif isinstance(value, dict) and "redelivered" in value:
-            self.redelivered = True
-        self.values[k] = (value, time.perf_counter())
-        self.last_arrival = time.monotonic()
-
-    def died(self, node: str, pid: int | None, how: str) -> None:
-        self._notice()
-        self.deaths.append({"node": node, "pid": pid, "how": how,
-                            "noticed_s": round(time.monotonic() - self.t0, 3)})
-
-    def _notice(self) -> None:
-        if self.noticed_at is None:
-            self.noticed_at = time.monotonic()
-            self.poll()  # the unfinished work, counted for the bound
-            self.pending_at_notice = len(self.ids) - len(self.values)
-            live, _ = self.tier._live_nodes()
-            if self.tier.external and not self.actors:  # plain tasks: only the -n that took the run's queue
-                live = [n for n in live if n in self.tier._main_nodes]
-            self.survivors = len(live)
-
-    def poll(self) -> None:
-        """The results in ``polled`` that are in the backend by now, as if they had arrived."""
-        pending = [tid for tid in self.polled if self.index[tid] not in self.values]
-        if pending:
-            for tid, value in self.tier._stored_results(pending).items():
-                self.arrived(tid, value)
-
-    def on_interval(self) -> None:
-        now = time.monotonic()
-        if now < self.next_look:
-            return
-        self.next_look = now + LOOK_EVERY_S
-        stalled = self.tier.external and now - self.last_arrival >= STALL_PING_S
-        if stalled:  # a ping only if the polled results did not move either
-            self.poll()
-        self.tier._look_for_deaths(self)
-        if not self.deaths:
-            return
-        if not stalled:
-            self.poll()
-        fates = self.tier._fates(self)
-        if self.actors:
-            fates = self._abandon(fates, now)
-        if not fates or any(f not in LOST_FATES for f, _ in fates.values()):
-            self._seen_fates = None
-            return
-        if self._seen_fates is not None and {k: f for k, (f, _) in fates.items()} == self._seen_fates \
-                and now - self._seen_at >= CONFIRM_S:
-            self.lost = fates
-            raise _Settled
-        if self._seen_fates is None or {k: f for k, (f, _) in fates.items()} != self._seen_fates:
-            self._seen_fates, self._seen_at = {k: f for k, (f, _) in fates.items()}, now
-
-    def _abandon(self, fates: dict, now: float) -> dict:
-        """Actors wait on each other: once one is surely lost, the others (consumers
-        waiting for a lost producer's items) may wait forever. Stuck means the run's
-        shared state (its keys in Redis: balances, channels, locks) has not changed for
-        max(ACTOR_GRACE_S, how long the run had gone before the death); then the
-        running ones count as abandoned and the workers running them are replaced."""
-        fates = {**fates, **{k: v for k, v in self.abandoned.items() if k in fates}}  # abandoned stays so
-        if not any(f in LOST_FATES for f, _ in fates.values()):
-            return fates
-        digest = self.tier._state_digest()
-        if digest is None or digest != self._digest:
-            self._digest, self._changed_at = digest, now
-            return fates
-        grace = max(ACTOR_GRACE_S, (self.noticed_at or now) - self.t0)
-        if now - self._changed_at < grace:
-            return fates
-        self.stuck_for = self.stuck_for or round(now - self._changed_at, 3)
-        held = {where for f, where in fates.values() if f == "running"}
-        self.abandoned.update({k: ("abandoned", where) for k, (f, where) in fates.items() if f not in LOST_FATES})
-        if held and not self.tier.external:
-            self.tier._recycle(held, self)
-        return {**fates, **self.abandoned}
-
-
-def _message_id(raw) -> str | None:
-    """The task id in a kombu message (bytes or str JSON, or the decoded dict)."""
-    try:
-        payload = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
-        return payload["headers"]["id"]
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _why(fate: tuple[str, str], nodes: str, mode) -> str:
-    kind, where = fate
-    if kind == "gone":
-        early = not mode.settings.get("task_acks_late")
-        return (f"worker {nodes} died while it ran it ("
-                + ("acknowledged when it started, so nothing brings it back)" if early
-                   else "its message is gone from the broker)"))
-    if kind == "parked":
-        return (f"worker {nodes} died holding it unacknowledged (prefetched, or running under late acks); "
-                f"kombu restores it only after visibility_timeout {mode.visibility_timeout_s:.0f} s, past this "
-                f"run's timeout")
-    if kind == "stranded":
-        return "queued with no live worker left to take it"
-    if kind == "abandoned":
-        return (f"still running on {where} with the shared state unchanged since a peer it may wait on was "
-                f"lost (stuck); its worker was replaced")
-    return kind
-
-
-def _ranges(indices: list[int], limit: int = 20) -> str:
-    """1, 3-5, 9 (at most ``limit`` items, then how many more)."""
-    out, run = [], []
-    for i in sorted(set(indices)):
-        if run and i == run[-1] + 1:
-            run.append(i)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
-        run = [i]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 2 else ", ".join(map(str, run)))
-    text = ", ".join(out[:limit])
-    return text + (f" and {len(out) - limit} more" if len(out) > limit else "")
