@@ -11,3 +11,7 @@ from workers import MissingDependency, UnknownChoice
 from workers.infra.redis_server import RedisUnavailable
 
 BAD_INPUT = (UsageError, BadInput, UnknownChoice, MissingDependency, RedisUnavailable, BadResults, BadEventLog)
+
+
+class InputError(ValueError):
+    """A bad name or value given to the library: the message is the CLI's one line."""

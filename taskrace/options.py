@@ -99,6 +99,26 @@ def add_events_option(p: argparse.ArgumentParser) -> None:
                         "the environment variable NAME (a password stays out of ps)")
 
 
+def add_live_options(p: argparse.ArgumentParser) -> None:
+    """--live [PORT] and --live-bind ADDR: what run, compare and faults take."""
+    g = p.add_argument_group("live view")
+    g.add_argument("--live", nargs="?", const=0, default=None, type=port_number, metavar="PORT",
+                   help="watch the run in a browser: a read-only page on 127.0.0.1 (the URL is printed; "
+                        "PORT default: any free one)")
+    g.add_argument("--live-bind", default="127.0.0.1", metavar="ADDR",
+                   help="the address the live view listens on (default 127.0.0.1: this machine only)")
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free one), got {port}")
+    return port
+
+
 def add_study_options(p: argparse.ArgumentParser, json_help: str, dry_run_help: str) -> None:
     """What a study command (network, knobs) takes besides its own options: --json FILE,
     --no-progress, --dry-run and --events FILE."""

@@ -13,9 +13,8 @@ import argparse
 from scenarios import SCENARIOS
 from taskrace.version import __version__
 from taskrace.reporting.columns import BY_KEY as COLUMN_KEYS
-from taskrace.options import (Parser, add_events_option, add_scenario_options, add_shared, add_tier_options,
-                              whole_number)
-from taskrace.live.cli import add_live_options
+from taskrace.options import (Parser, add_events_option, add_live_options, add_scenario_options, add_shared,
+                              add_tier_options, whole_number)
 from taskrace.reporting.report import FORMATS
 from workers import MissingDependency, load
 

@@ -15,8 +15,7 @@ from taskrace.faultlab.document import document, notes, write_json
 from taskrace.faultlab.nemesis import FAULTS
 from taskrace.faultlab.run import WORKLOADS, FaultSpec, run_fault
 from taskrace.measuring.stats import spread
-from taskrace.live.cli import add_live_options
-from taskrace.options import UsageError, add_events_option, check_writable, names_in
+from taskrace.options import UsageError, add_events_option, add_live_options, check_writable, names_in
 from taskrace.progress import ProgressBar
 from workers.delivery import DEFAULT_MODES, MODES
 from workers.infra.redis_server import PERSISTENCE

@@ -9,18 +9,8 @@ import time
 
 from rich.console import Console
 
-from taskrace.options import UsageError, from_env
+from taskrace.options import UsageError, from_env, port_number
 from workers.infra.redact import redact_url
-
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0-65535 (0: any free one), got {port}")
-    return port
 
 
 def speed(text: str) -> float:
@@ -31,16 +21,6 @@ def speed(text: str) -> float:
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError(f"a speed is 0 (all at once) or more, got {text}")
     return value
-
-
-def add_live_options(p: argparse.ArgumentParser) -> None:
-    """--live [PORT] and --live-bind ADDR: what run, compare and faults take."""
-    g = p.add_argument_group("live view")
-    g.add_argument("--live", nargs="?", const=0, default=None, type=port_number, metavar="PORT",
-                   help="watch the run in a browser: a read-only page on 127.0.0.1 (the URL is printed; "
-                        "PORT default: any free one)")
-    g.add_argument("--live-bind", default="127.0.0.1", metavar="ADDR",
-                   help="the address the live view listens on (default 127.0.0.1: this machine only)")
 
 
 def add_live_parser(sub) -> None:

@@ -111,14 +111,14 @@ class LiveState:
         try:
             records = end.get("records") or [self._points[k] for k in sorted(self._points, key=lambda k: (k is None, k))]
             if self._command in ("run", "compare") and records:
-                from taskrace.api import Results
+                from taskrace.result_objects import Results
 
                 title = f"taskrace {self._command}" + (f" (median of {end['repeat']})" if end.get("repeat") else "")
                 result = Results(records, fits=end.get("fits"), capacity=end.get("capacity"), title=title,
                                  command=self._command)
                 html = result._repr_html_()
             elif self._command == "faults" and self._faults:
-                from taskrace.api import FaultResults
+                from taskrace.result_objects import FaultResults
                 from taskrace.faultlab.document import document
 
                 result = FaultResults(document(self._faults, self._contrast))
