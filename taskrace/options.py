@@ -57,6 +57,9 @@ class Into(argparse.Action):
 def check_writable(*paths: str | None) -> None:
     """Refuse an output path that cannot be written before any work starts."""
     for path in paths:
+        if path == "-":  # not stdout: the table is printed there, and a file named "-" helps nobody
+            raise UsageError("cannot write to '-': give a file name (on run and compare, --format json "
+                             "prints the records on stdout)")
         if path:
             folder = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(folder):

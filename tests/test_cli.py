@@ -3,6 +3,8 @@ and every kind of bad input (exit 2, one line on stderr, no traceback)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -288,6 +290,18 @@ def test_unwritable_output_file_is_bad_input(tmp_path, option):
                option, str(target))
     line = _assert_usage_error(proc)
     assert "no-such-dir" in line, line
+
+
+@pytest.mark.parametrize("command", ["run", "faults"])
+def test_dash_is_not_a_file_name(tmp_path, command):
+    # `--json -` once wrote a file named "-" into the working folder: now one line saying
+    # what to do instead, and nothing written.
+    args = ["run", "power-io", "--tasks", "1", "--sleep", "0"] if command == "run" else ["faults"]
+    proc = subprocess.run([sys.executable, "-m", "taskrace", *args, "--json", "-"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    line = _assert_usage_error(proc)
+    assert "give a file name" in line and "--format json" in line, line
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_task_errors_fail_the_run_even_under_an_unsafe_strategy():
