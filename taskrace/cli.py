@@ -47,7 +47,9 @@ COMMANDS = {"list": "taskrace.cli:cmd_list",
             "network": "taskrace.netstudy.cli:cmd_network",
             "cluster": "taskrace.lab.cluster:cmd_cluster",
             "worker": "taskrace.lab.join:cmd_worker",
-            "host": "taskrace.lab.hosts:cmd_host"}
+            "host": "taskrace.lab.hosts:cmd_host",
+            "exercise": "taskrace.grading.cli:cmd_exercise",
+            "grade": "taskrace.grading.cli:cmd_grade"}
 
 
 def cmd_list(args, console: Console) -> int:

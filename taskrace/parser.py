@@ -18,7 +18,8 @@ from taskrace.options import (Parser, add_events_option, add_live_options, add_s
 from taskrace.reporting.report import FORMATS
 from workers import MissingDependency, load
 
-DESCRIPTION = ("taskrace list | run | compare | network | report | bench | knobs | faults | live | cluster | worker | host: "
+DESCRIPTION = ("taskrace list | run | compare | network | report | bench | knobs | faults | live | cluster | worker | host "
+               "| exercise | grade: "
                "race the same workloads across concurrency models")
 # Commands whose parsers live with their code, as "module:function(subparsers)".
 PARSERS_ELSEWHERE = {"cluster": "taskrace.lab.cluster:add_cluster_parser",
@@ -28,7 +29,10 @@ PARSERS_ELSEWHERE = {"cluster": "taskrace.lab.cluster:add_cluster_parser",
                      "network": "taskrace.netstudy.cli:add_network_parser",
                      # joining from other hosts: a worker elsewhere, and hosts in network namespaces
                      "worker": "taskrace.lab.join:add_worker_parser",
-                     "host": "taskrace.lab.hosts:add_host_parser"}
+                     "host": "taskrace.lab.hosts:add_host_parser",
+                     # exercises a student solves, and the grader (issue 18)
+                     "exercise": "taskrace.grading.cli:add_exercise_parser",
+                     "grade": "taskrace.grading.cli:add_grade_parser"}
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
