@@ -293,3 +293,55 @@ def test_the_library_takes_live_too(capfd):
     assert port_is_free(int(url.rsplit(":", 1)[1].strip("/")))  # the call ended, so did its page's server
     with pytest.raises(taskrace.InputError, match="a port is 0-65535"):
         taskrace.run("power-io", live=70000)
+
+
+def test_the_relay_sends_cpu_and_task_events_only_while_a_view_follows():
+    # The lab's live service sees the run only through the Redis stream: while it follows,
+    # the relay adds the machine's CPU samples (the page's CPU chart) and the per-task
+    # events; when nobody follows, neither reaches the stream (a lab measures as before).
+    import threading
+
+    from celery_fixtures import require_redis_binary
+    from taskrace import events
+    from taskrace.live import relay
+    from workers.infra.redis_server import EmbeddedRedis
+
+    require_redis_binary()
+    server = EmbeddedRedis().start()
+    try:
+        def kinds_on_the_stream() -> list[str]:
+            client = relay._connect(server.url)
+            try:
+                return [json.loads(f[b"e"])["kind"] for _, f in client.xrange(relay.STREAM_KEY)]
+            finally:
+                client.close()
+
+        def emit_for(seconds: float) -> None:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                events.emit("task.finished", index=0, ok=True)
+                events.emit("status", text="tick")
+                time.sleep(0.05)
+
+        with relay.RedisRelay(server.url):
+            emit_for(1.5)
+        alone = kinds_on_the_stream()
+        assert "status" in alone and "cpu.sample" not in alone and "task.finished" not in alone, set(alone)
+
+        heard, stop = [], threading.Event()
+        follower = threading.Thread(target=relay.follow, args=(server.url, heard.append, stop), daemon=True)
+        follower.start()
+        try:
+            time.sleep(0.5)  # the follower's key is set
+            with relay.RedisRelay(server.url):
+                emit_for(2.5)
+            time.sleep(1)  # the follower reads the last batch
+        finally:
+            stop.set()
+            follower.join(5)
+        kinds = [e.kind for e in heard]
+        assert kinds.count("cpu.sample") >= 2 and "task.finished" in kinds, sorted(set(kinds))
+        sample = next(e for e in heard if e.kind == "cpu.sample")
+        assert 0 <= sample.data["percent"] <= 100 and len(sample.data["cores"]) == psutil.cpu_count()
+    finally:
+        server.stop()

@@ -23,19 +23,31 @@ def _busy(before, after) -> float:
     return 0.0 if total <= 0 else round(100.0 * max(0.0, total - idle) / total, 1)
 
 
+class CpuMeter:
+    """The machine's busy share since the last ``read()``: the average and each core's."""
+
+    def __init__(self) -> None:
+        self._last = psutil.cpu_times(percpu=True)
+
+    def read(self) -> dict:
+        now = psutil.cpu_times(percpu=True)
+        cores = [_busy(a, b) for a, b in zip(self._last, now)]
+        self._last = now
+        return {"percent": round(sum(cores) / max(1, len(cores)), 1), "cores": cores}
+
+
 class CpuSampler:
+    """A thread that tells ``cpu.sample`` every ``interval`` seconds (the --live run)."""
+
     def __init__(self, interval: float = INTERVAL_S) -> None:
         self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="taskrace-live-cpu", daemon=True)
 
     def _run(self) -> None:
-        last = psutil.cpu_times(percpu=True)
+        meter = CpuMeter()
         while not self._stop.wait(self.interval):
-            now = psutil.cpu_times(percpu=True)
-            cores = [_busy(a, b) for a, b in zip(last, now)]
-            last = now
-            events.emit("cpu.sample", percent=round(sum(cores) / max(1, len(cores)), 1), cores=cores)
+            events.emit("cpu.sample", **meter.read())
 
     def start(self) -> "CpuSampler":
         self._thread.start()

@@ -6,8 +6,8 @@
     taskrace live redis://redis:6379/0  <--XREAD (blocking, from the start)--------+
        -> LiveState -> pages
 
-Per-task events cost (Celery's task events go on for them): the relay asks for them only
-while a live view follows (its key ``taskrace:live:following`` exists, refreshed every
+Per-task events cost (Celery's task events go on for them): the relay asks for them, and
+samples the machine's CPU for the page's chart, only while a live view follows (its key ``taskrace:live:following`` exists, refreshed every
 second by ``follow``), so a lab that always relays its run measures the same when nobody
 watches.
 
@@ -90,12 +90,27 @@ class RedisRelay:
                 pass
 
     def _flush_loop(self) -> None:
-        ticks = 0
+        from taskrace.live.cpu import INTERVAL_S, CpuMeter
+
+        ticks, meter, followed = 0, None, self._tasks is not False and self._followed()
+        every = max(1, round(INTERVAL_S / FLUSH_S))
         while not self._stop.wait(FLUSH_S):
-            self._flush()
             ticks += 1
-            if self._tasks is None and ticks % 10 == 0:  # once a second: is a live view following?
-                self._sub.want_tasks(self._followed())
+            if ticks % 10 == 0 and self._tasks is not False:  # once a second: is a live view following?
+                followed = self._followed()
+                if self._tasks is None:
+                    self._sub.want_tasks(followed)
+            # The machine's CPU for the page, as --live's sampler tells it, while a live view
+            # follows (the lab's live service has no view of the run's CPU): one read of
+            # /proc/stat per sample, none when nobody watches.
+            if followed and ticks % every == 0:
+                if meter is None:
+                    meter = CpuMeter()
+                else:
+                    events.emit("cpu.sample", **meter.read())
+            elif not followed:
+                meter = None
+            self._flush()
 
     def close(self) -> None:
         self._sub.close()
