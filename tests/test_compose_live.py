@@ -104,6 +104,8 @@ def test_live_profile_shows_the_labs_tasks_from_the_worker_containers(compose_la
         seen = page.eval_on_selector("#tasks-seen", "e => +e.dataset.n")
         lanes = page.eval_on_selector_all(".lane", "els => els.map(e => ({backend: e.dataset.backend, "
                                                    "tasks: +e.dataset.tasks}))")
+        # The CPU chart: sampled by the lab's relay while this view follows.
+        cpu_shown = page.eval_on_selector("#cpu-section", "e => !e.hidden")
         holders = page.eval_on_selector_all("#holders tbody tr",
                                             "trs => trs.map(tr => [...tr.cells].map(td => td.textContent))")
         shot = chromium.screenshot(page, "compose-live")
@@ -112,7 +114,7 @@ def test_live_profile_shows_the_labs_tasks_from_the_worker_containers(compose_la
 
     assert errors == [], errors
     assert all(u.startswith(url) for u in requested), [u for u in requested if not u.startswith(url)]
-    assert seen > 0
+    assert seen > 0 and cpu_shown
     # The lab's points: a lane per backend it ran, celery's with tasks finished on the page.
     assert {r["backend"] for r in doc["runs"]} <= {lane["backend"] for lane in lanes}, lanes
     assert [lane for lane in lanes if lane["backend"] == "celery" and lane["tasks"] > 0], lanes
