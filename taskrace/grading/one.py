@@ -29,6 +29,7 @@ import time
 
 EXIT_RUNNER_BROKE = 70  # the runner itself failed before it could say anything
 GRACE_S = 2.0  # SIGTERM, then SIGKILL this much later
+GIVE_UP_S = 10.0  # after the SIGKILLs: a process still there is stuck in the kernel
 MAX_MESSAGE = 400  # characters: a message is one line a student reads
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -99,13 +100,11 @@ def sweep(runner: int, grace: float = GRACE_S) -> int | None:
     while True:
         st = _reap(runner)
         status = st if st is not None else status
-        try:
-            left = [p for p in me.children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-        except psutil.Error:
-            left = []
-        if not left:
+        left = [p for p in _children(me, psutil) if _alive(p, psutil)]
+        waited = time.monotonic() - started
+        if not left or waited > grace + GIVE_UP_S:  # past that: stuck in the kernel; the grader sweeps too
             return status
-        late = time.monotonic() - started > grace
+        late = waited > grace
         for p in left:
             try:
                 if late:
@@ -116,6 +115,23 @@ def sweep(runner: int, grace: float = GRACE_S) -> int | None:
             except psutil.Error:
                 pass
         time.sleep(0.05)
+
+
+def _children(me, psutil) -> list:
+    try:
+        return me.children(recursive=True)
+    except psutil.Error:  # one of them ended while /proc was read: read again
+        try:
+            return me.children(recursive=True)
+        except psutil.Error:
+            return []
+
+
+def _alive(p, psutil) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def describe(status: int | None) -> dict:
