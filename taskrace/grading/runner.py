@@ -32,6 +32,7 @@ from pathlib import Path
 from taskrace import events
 from taskrace.grading import CheckSpec
 from taskrace.grading.exercises import MARKER, GradingError, exercise_of, get
+from workers.infra.redact import redact_text
 
 __all__ = ["grade", "grade_room", "students_in", "list_checks", "Score", "CheckResult", "GradingError",
            "STATUSES", "DEFAULT_MEMORY_MB"]
@@ -432,6 +433,7 @@ class _Follow:
 
     def result(self) -> CheckResult:
         status, message, runs = self._outcome()
+        message = redact_text(message)  # a URL's password, a secret's value: never in a score file
         earned = self.spec.points if status == "passed" else 0
         return CheckResult(self.spec.name, self.spec.points, earned, status, message, runs,
                            round(self.seconds, 3), self.repeat, self.spec.doc)
