@@ -137,15 +137,23 @@ class _Watch:
                 "restore_in": [max(0.0, score + back - now) for _, score in unacked]}
 
 
-def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
-    """Run one fault under one delivery mode; return its record (JSON-able)."""
+def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None, apply_fn: str = APPLY_FN,
+              worker_env: dict | None = None) -> dict:
+    """Run one fault under one delivery mode; return its record (JSON-able).
+
+    ``apply_fn`` and ``worker_env``: someone else's operation in place of the ledger's (a
+    student's task: exercises/idempotent-task/hidden/idem_adapter.py). The workers call
+    ``apply_fn(store, op, idempotent, work_s, redelivered=, worker=)`` for each planned
+    operation; ``worker_env`` is added to their environment (TASKRACE_TASK_MODULES and a
+    PYTHONPATH that lets them import it). Its effect is the transfer itself, so the record
+    also keeps the balances, initial and final, the truth a checker reads the plan against."""
     spec.validate()
     mode = get_mode(spec.mode)
     hold = spec.hold_s if spec.hold_s is not None else default_hold(spec.mode)
     fault = FAULTS[spec.fault](mode, hold)
     ops, initial = plan(spec)
     run_id = secrets.token_hex(3)
-    env = {DELIVERY_ENV: mode.name, "TASKRACE_PREFETCH": "1"}
+    env = {DELIVERY_ENV: mode.name, "TASKRACE_PREFETCH": "1", **(worker_env or {})}
     if cluster_factory is None:
         from taskrace.faultlab.local import LocalCluster
         cluster_factory = LocalCluster
@@ -164,7 +172,7 @@ def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
         t0 = _server_time(state)
         with app.producer_or_acquire() as producer:
             for op in ops:
-                app.send_task(TASK_OP, args=[APPLY_FN, [store, op, mode.idempotent, spec.work_s]],
+                app.send_task(TASK_OP, args=[apply_fn, [store, op, mode.idempotent, spec.work_s]],
                               queue=cluster.queue, task_id=f"{run_id}.{op['op']}", producer=producer)
         say(f"{len(ops)} operations published; fault after {spec.trigger} have started")
         events = _watch(spec, cluster, mode, fault, state, store, t0, hold, say, ops)
@@ -179,7 +187,10 @@ def run_fault(spec: FaultSpec, cluster_factory=None, on_event=None) -> dict:
         if app is not None:
             app.close()
         cluster.close()
-    return _record(spec, mode, fault, ops, initial, snap, events, logs, t0, hold, cluster.where)
+    record = _record(spec, mode, fault, ops, initial, snap, events, logs, t0, hold, cluster.where)
+    if apply_fn != APPLY_FN:
+        record.update(apply_fn=apply_fn, balances={"initial": initial, "final": snap["balances"]})
+    return record
 
 
 class _OpTeller:
