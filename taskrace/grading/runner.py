@@ -324,14 +324,19 @@ class _Descendants:
 
         self._psutil = psutil
         self.seen: dict[int, object] = {}
+        self.last = float("-inf")
         try:
             self.root = psutil.Process(pid)
         except psutil.Error:
             self.root = None
 
-    def poll(self) -> None:
-        if self.root is None:
+    def poll(self, every: float = 0.0) -> None:
+        """Remember the descendants there now (at most once per ``every`` seconds: reading
+        /proc costs milliseconds, and the supervisor's sweep is the first line)."""
+        now = time.monotonic()
+        if self.root is None or now - self.last < every:
             return
+        self.last = now
         try:
             for p in self.root.children(recursive=True):
                 self.seen.setdefault(p.pid, p)
@@ -375,7 +380,7 @@ class _Follow:
                     return
                 self._stop({"setup": "setup", "running": "timeout", "teardown": "teardown"}[self.phase])
             readable, _, _ = select.select([self.fd], [], [], max(0.0, min(0.25, self.deadline - now)))
-            self.watch.poll()
+            self.watch.poll(every=1.0)
             if not readable:
                 if self.proc.poll() is not None:
                     return  # the supervisor is gone without its last word
