@@ -23,8 +23,10 @@ ROOT="$(dirname "$HERE")"
 OUT="$HERE/wheels"
 PY="${PYTHON:-python3}"
 # What the image installs besides the project: flower for the `monitoring` profile;
-# setuptools and wheel so the image can build the project from its source offline.
-EXTRA=(flower "setuptools>=61" wheel)
+# JupyterLab and pyproject.toml's `notebook` extra (pandas, ipykernel, nbclient, nbformat)
+# for the `notebook` profile; setuptools and wheel so the image can build the project
+# from its source offline. compose/Dockerfile installs exactly this list.
+EXTRA=(flower jupyterlab "setuptools>=61" wheel)
 FORCE=0
 PY314=0
 say() { printf '[build-wheels] %s\n' "$*" >&2; }
@@ -86,14 +88,15 @@ PYEOF
 fi
 
 STAMP="$OUT/.stamp"
-# What the image installs (compose/Dockerfile: the project's dependencies, then EXTRA), one
+# What the image installs (compose/Dockerfile: the project's dependencies, its notebook
+# extra, then EXTRA), one
 # a line: the stamp is keyed on that list (and this script), not on the whole of
 # pyproject.toml, so a new dependency always rebuilds and a pytest setting never does.
 requirements() {
   "$PY" - "$ROOT/pyproject.toml" "${EXTRA[@]}" <<'PYEOF'
 import sys, tomllib
-deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
-print("\n".join([*deps, *sys.argv[2:]]))
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print("\n".join([*project["dependencies"], *project["optional-dependencies"]["notebook"], *sys.argv[2:]]))
 PYEOF
 }
 reqs="$(requirements)" || die "cannot read the dependencies from pyproject.toml (needs Python 3.11+: PYTHON=python3.11)"
@@ -125,32 +128,44 @@ rm -f "$STAMP"
 host="$("$PY" -c 'import platform, sys; print(f"{sys.implementation.name}{sys.version_info[0]}{sys.version_info[1]}-{platform.machine()}")')"
 t0=$SECONDS
 if [ "$host" = "cpython311-x86_64" ]; then
-  say "pip wheel $ROOT ${EXTRA[*]} -> $OUT (host $host)"
-  "$PY" -m pip wheel --quiet --wheel-dir "$OUT" "$ROOT" "${EXTRA[@]}" || die "pip wheel failed"
+  say "pip wheel $ROOT[notebook] ${EXTRA[*]} -> $OUT (host $host)"
+  "$PY" -m pip wheel --quiet --wheel-dir "$OUT" "$ROOT[notebook]" "${EXTRA[@]}" || die "pip wheel failed"
 else
   say "host is $host, not cpython311-x86_64: downloading cp311 manylinux wheels instead"
   "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$ROOT" || die "pip wheel of the project failed"
-  mapfile -t deps <<<"$reqs"   # the dependencies and EXTRA
+  mapfile -t deps <<<"$reqs"   # the dependencies, the notebook extra and EXTRA
   "$PY" -m pip download --quiet --dest "$OUT" --only-binary=:all: --implementation cp \
     --python-version 3.11 --abi cp311 --abi abi3 --abi none \
     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any \
     "${deps[@]}" || die "pip download failed"
 fi
 # The image's own Python decides environment markers (Debian's 3.11.2 needs async-timeout
-# for redis, a newer 3.11 does not): let it resolve against the wheels, offline, and
-# fetch on the host what it still misses. Needs the base image; skipped without it.
+# for redis, a newer 3.11 does not) and which releases fit its Requires-Python (the newest
+# soupsieve wants 3.11.5+): let it resolve against the wheels, offline, and fetch on the
+# host what it still misses, or an older release that fits. Needs the base image; skipped
+# without it.
 TARGET="${PYTHON_IMAGE:-taskrace/python-base:bookworm}"
 if docker image inspect "$TARGET" >/dev/null 2>&1; then
-  for round in 1 2 3 4 5; do
+  target_py="$(docker run --rm --network none "$TARGET" python3 -c 'import platform; print(platform.python_version())')"
+  for round in 1 2 3 4 5 6 7 8; do
     say "checking the wheels against $TARGET (offline dry run, round $round)"
     if out="$(docker run --rm --network none --user 0 -v "$OUT:/wheels:ro" \
           "$TARGET" sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip install --dry-run --quiet --no-index \
-          --find-links /wheels taskrace flower 2>&1')"; then
+          --find-links /wheels "taskrace[notebook]" flower jupyterlab 2>&1')"; then
       break
+    fi
+    [ "$round" -lt 8 ] || die "the image's pip still cannot install from the wheels after $round rounds: $out"
+    too_new="$(printf '%s\n' "$out" | sed -n "s/.*Package '\([^']*\)' requires a different Python.*/\1/p" | head -n 1)"
+    if [ -n "$too_new" ]; then
+      say "the newest $too_new wheel needs a newer Python than $TARGET's $target_py: fetching the newest that fits"
+      "$PY" -m pip download --quiet --no-deps --dest "$OUT" --only-binary=:all: --python-version "$target_py" \
+        --implementation cp --abi cp311 --abi abi3 --abi none \
+        --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any \
+        "$too_new" || die "no $too_new wheel for Python $target_py"
+      continue
     fi
     missing="$(printf '%s\n' "$out" | sed -n 's/.*No matching distribution found for \([^;]*\).*/\1/p' | head -n 1)"
     [ -n "$missing" ] || die "the image's pip cannot install from the wheels: $out"
-    [ "$round" -lt 5 ] || die "still missing after $round rounds: $missing"
     say "$TARGET also needs $missing: pip wheel it on the host"
     "$PY" -m pip wheel --quiet --wheel-dir "$OUT" "$missing" || die "pip wheel $missing failed"
   done
