@@ -21,6 +21,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +133,17 @@ def test_the_fault_checks_ran_the_students_task_on_real_workers(scores):
     assert pause.status == "failed" and "applied twice" in pause.message and "2 real workers" in pause.message
     ref = {c.name: c for c in scores[("idempotent-task", "reference")].checks}
     assert ref["fault_lab_pause_worker"].passed and ref["fault_lab_kill_child"].passed
+
+
+def test_no_worker_of_the_fault_checks_is_left(scores):
+    """The fault checks' workers (paused and killed ones among them) were stopped, by the
+    check or by the grader's sweep: none is left with the student's folder in its
+    environment (idem_adapter.FOLDER_ENV, which only they carry)."""
+    left = []
+    for p in psutil.process_iter():
+        try:
+            if "TASKRACE_STUDENT_FOLDER" in p.environ():
+                left.append((p.pid, " ".join(p.cmdline())[:80]))
+        except psutil.Error:
+            continue
+    assert left == []

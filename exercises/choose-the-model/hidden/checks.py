@@ -13,7 +13,9 @@ tier of that round alike), and reads each tier's speedup per round. Then:
   predicted at its ideal, the core count: a machine shared with others (or a VM) delivers
   less than its cores at times (the CPU capacity, taskrace.measuring.capacity, measured
   first, is in the message), and that is the machine, not the tier. Threads and
-  asyncio get no such allowance: one GIL, one core, whatever the machine.
+  asyncio get no such allowance: one GIL, one core, whatever the machine; a round where
+  they read faster than sequential is noise (sequential slowed by another tenant), and is
+  bounded at 1.0, as compare bounds the CPU capacity at the CPU count.
 """
 from __future__ import annotations
 
@@ -104,7 +106,18 @@ def _x(v: float) -> str:
     return f"{v:.2f}x" if v < 10 else f"{v:.1f}x"
 
 
+def bounded(workload: str, rounds: dict[str, list[float]]) -> dict[str, list[float]]:
+    """On CPU-bound work a tier that computes on one core (one GIL, or one thread) cannot
+    be faster than sequential: a round that reads faster caught sequential slowed by
+    another tenant. It is bounded at 1.0, as compare bounds the CPU capacity at the CPU
+    count (more is noise by definition)."""
+    if workload != "power-cpu":
+        return rounds
+    return {t: s if (workload, t) in SCALES_WITH_CORES else [min(x, 1.0) for x in s] for t, s in rounds.items()}
+
+
 def judge(workload: str, tier: str, predicted: float, rounds: dict[str, list[float]], capacity: dict | None) -> None:
+    rounds = bounded(workload, rounds)
     medians = {t: statistics.median(s) for t, s in rounds.items()}
     winner = max(TIERS, key=lambda t: medians[t])
     seen = ", ".join(f"{t} {_x(medians[t])}" for t in sorted(TIERS, key=lambda t: -medians[t]))
