@@ -32,6 +32,7 @@ from celery_fixtures import require_redis_binary  # noqa: E402
 from taskrace.grading.runner import grade  # noqa: E402
 
 EXERCISES = REPO_ROOT / "exercises"
+EXERCISE_NAMES = ("idempotent-task", "beat-the-broker", "choose-the-model")
 # Per wrong solution: the checks its lesson lives in.
 LESSON_CHECKS = {
     ("idempotent-task", "key-after-effect"): ["survives_a_crash_at_every_step"],
@@ -62,32 +63,42 @@ def _only(tmp: Path, exercise: str, names: list[str]) -> Path:
     return path
 
 
-def _grade(folder: Path, checks: Path, jobs: int = 1):
-    return grade(folder, checks=checks, jobs=jobs)
+def _gradings(tmp: Path) -> dict[tuple[str, str], tuple[Path, Path]]:
+    """{(exercise, who): (folder, checks file)}: reference and starter on the hidden checks,
+    each wrong solution on the checks of its lesson."""
+    plan = {}
+    for exercise in EXERCISE_NAMES:
+        base = EXERCISES / exercise
+        plan[(exercise, "reference")] = (base / "hidden" / "reference", base / "hidden" / "checks.py")
+        plan[(exercise, "starter")] = (base / "starter", base / "hidden" / "checks.py")
+        for label in _wrong(exercise):  # one not in LESSON_CHECKS: every hidden check
+            names = LESSON_CHECKS.get((exercise, label))
+            plan[(exercise, label)] = (base / "hidden" / "wrong" / label,
+                                       _only(tmp, exercise, names) if names else base / "hidden" / "checks.py")
+    return plan
+
+
+def _measures_cpu(key: tuple[str, str]) -> bool:
+    """Gradings that time CPU-bound work: graded alone, one check at a time (the starter
+    fails before it measures anything)."""
+    return key[0] == "choose-the-model" and key[1] != "starter"
 
 
 @pytest.fixture(scope="module")
 def scores(tmp_path_factory):
-    """Every grading of this module: {(exercise, who): Score}. The Celery ones side by side
-    (3 at a time), then choose-the-model's measuring ones, alone."""
+    """Every grading of this module: {(exercise, who): Score}. Those that start Celery
+    workers side by side (3 gradings at a time, 2 checks each), then those that time
+    CPU-bound work, alone."""
     require_redis_binary()
-    tmp = tmp_path_factory.mktemp("exercises")
-    side_by_side, alone = {}, {}
-    for exercise in ("idempotent-task", "beat-the-broker", "choose-the-model"):
-        base = EXERCISES / exercise
-        hidden = base / "hidden" / "checks.py"
-        measured = alone if exercise == "choose-the-model" else side_by_side
-        measured[(exercise, "reference")] = (base / "hidden" / "reference", hidden, 2 if measured is side_by_side else 1)
-        side_by_side[(exercise, "starter")] = (base / "starter", hidden, 2)
-        for label in _wrong(exercise):
-            names = LESSON_CHECKS[(exercise, label)]
-            measured[(exercise, label)] = (base / "hidden" / "wrong" / label, _only(tmp, exercise, names), 1)
+    plan = _gradings(tmp_path_factory.mktemp("exercises"))
+    alone = {key: args for key, args in plan.items() if _measures_cpu(key)}
     out = {}
     with ThreadPoolExecutor(3) as pool:
-        futures = {key: pool.submit(_grade, *args) for key, args in side_by_side.items()}
+        futures = {key: pool.submit(grade, folder, checks=checks, jobs=2)
+                   for key, (folder, checks) in plan.items() if key not in alone}
         out.update({key: f.result() for key, f in futures.items()})
-    for key, args in alone.items():
-        out[key] = _grade(*args)
+    for key, (folder, checks) in alone.items():
+        out[key] = grade(folder, checks=checks, jobs=1)
     return out
 
 
@@ -95,14 +106,14 @@ def _said(score) -> str:
     return "; ".join(f"{c.name}: {c.status} {c.message}" for c in score.checks)
 
 
-@pytest.mark.parametrize("exercise", ["idempotent-task", "beat-the-broker", "choose-the-model"])
+@pytest.mark.parametrize("exercise", EXERCISE_NAMES)
 def test_the_reference_passes_every_hidden_check(scores, exercise):
     score = scores[(exercise, "reference")]
     assert score.ok, _said(score)
     assert score.earned == score.possible > 0
 
 
-@pytest.mark.parametrize("exercise", ["idempotent-task", "beat-the-broker", "choose-the-model"])
+@pytest.mark.parametrize("exercise", EXERCISE_NAMES)
 def test_the_starter_fails_its_hidden_checks_with_lessons(scores, exercise):
     score = scores[(exercise, "starter")]
     assert not score.ok and score.earned < score.possible, _said(score)
@@ -120,8 +131,7 @@ def test_a_wrong_solution_fails_with_its_lesson(scores, exercise, label):
 
 
 def test_every_wrong_solution_is_proved():
-    assert sorted(LESSON_CHECKS) == sorted((e, w) for e in ("idempotent-task", "beat-the-broker", "choose-the-model")
-                                           for w in _wrong(e))
+    assert sorted(LESSON_CHECKS) == sorted((e, w) for e in EXERCISE_NAMES for w in _wrong(e))
 
 
 def test_the_fault_checks_ran_the_students_task_on_real_workers(scores):
