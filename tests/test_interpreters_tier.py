@@ -189,6 +189,43 @@ def test_run_power_cpu_on_interpreters_two_interpreters_one_process(lab314):
     assert "OS processes seen during the run: 1 " in proc.stdout, proc.stdout
 
 
+# A caller's own functions raced on interpreters (taskrace.race): one of __main__ (a
+# script's, as a notebook cell's), which no interpreter can import, and one of a module in
+# a folder the caller put on sys.path (a module beside a notebook).
+RACE_CHECK = """
+import json, os, sys
+os.makedirs("/tmp/mods", exist_ok=True)
+with open("/tmp/mods/racemod.py", "w") as f:
+    f.write("def cube(x):\\n    return x * x * x\\n")
+sys.path.insert(0, "/tmp/mods")
+import taskrace
+from racemod import cube
+
+def square(x):
+    return x * x
+
+out = {}
+for fn in (square, cube):
+    r = taskrace.race(fn, [1, 2, 3, 4], backends=["interpreters"], workers=2, repeat=1, warmup=0,
+                      capacity=False, progress=False)
+    seq, mine = r.records
+    out[fn.__name__] = {"ok": r.ok, "backend": mine["backend"], "agrees": mine["agrees_with_sequential"],
+                        "transport": mine["race"]["transport"], "procs": mine["metrics"]["os_processes"]}
+print(json.dumps(out))
+"""
+
+
+def test_race_sends_a_main_function_by_value_and_a_modules_by_import(lab314):
+    proc = lab314("python", "-c", RACE_CHECK)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, transport in (("square", "cloudpickle"), ("cube", "import")):
+        got = out[name]
+        assert got["ok"] and got["backend"] == "interpreters" and got["agrees"] is True, (name, got)
+        assert got["transport"] == transport, (name, got)
+        assert got["procs"] == 1, (name, got)  # interpreters in the caller's process, no process started
+
+
 def test_contract_every_supported_scenario_equals_sequential(lab314):
     marker = "=== JSON ==="
     compare = ("taskrace compare -b sequential,interpreters -n 2 --strategy queue --repeat 1 --warmup 1 "
