@@ -217,7 +217,15 @@ def bring_up_lab(client, results: Path):
     s = Stack(tools[version], version, client, results, name="taskrace-test-lab")
     s.password = f"lab{secrets.token_hex(8)}"
     s.live_port = free_port()
-    s.env.update(REDIS_PASSWORD=s.password, COMPOSE_PROFILES="live", LIVE_PORT=str(s.live_port))
+    # The notebooks folder the workers mount (and the `notebook` profile, which
+    # test_compose_notebook.py starts on this stack, writes to, as the lab's user).
+    s.notebooks = results.parent / f"{results.name}-notebooks"
+    s.notebooks.mkdir()
+    if os.getuid() == 0:
+        os.chown(s.notebooks, int(s.env.get("TASKRACE_UID", 10001)), int(s.env.get("TASKRACE_GID", 10001)))
+    s.notebook_port = free_port()
+    s.env.update(REDIS_PASSWORD=s.password, COMPOSE_PROFILES="live", LIVE_PORT=str(s.live_port),
+                 NOTEBOOKS_DIR=str(s.notebooks), NOTEBOOK_PORT=str(s.notebook_port))
     try:
         t0 = time.monotonic()
         s.compose("up", "-d", timeout=300)
@@ -235,3 +243,4 @@ def bring_up_lab(client, results: Path):
         s.down()
         s.sweep()
         shutil.rmtree(results, ignore_errors=True)
+        shutil.rmtree(s.notebooks, ignore_errors=True)
