@@ -63,6 +63,7 @@ STUDENTS = {
     "hang": "import os, time\n\ndef add(a, b):\n    while True:\n        time.sleep(1)\n\n\n"
             "def square(x):\n    while os.environ.get('TASKRACE_BROKER_URL'):\n        time.sleep(1)\n    return x * x\n",
 }
+REAL = sorted(p.parent.name for p in (REPO_ROOT / "exercises").glob("*/exercise.json"))
 # After grading, in the same container: every process still there (tini, sh, this python).
 LEFT = ("import os, psutil; me = os.getpid(); "
         "print('left:', sorted(p.info['name'] for p in psutil.process_iter(['name']) if p.pid != me))")
@@ -80,7 +81,9 @@ def test_grading_a_room_in_the_lab_container(compose_lab, tmp_path):
     for path in [students, *students.rglob("*")]:  # readable by the lab's user, whatever uid runs the test
         path.chmod(0o755 if path.is_dir() else 0o644)
 
-    script = ("echo uid=$(id -u); taskrace grade /students/room --checks /students/checks.py "
+    script = ("echo uid=$(id -u); taskrace exercise list; "  # the image's exercises, a student's copy checked
+              "taskrace exercise start lost-update /tmp/lu > /dev/null && taskrace exercise check /tmp/lu; "
+              "echo check=$?; taskrace grade /students/room --checks /students/checks.py "
               "--out results/scores --jobs 3; echo exit=$?; python -c \"$LEFT\"")
     proc = lab.compose("run", "--rm", "--no-deps", "-e", f"LEFT={LEFT}", "lab", "sh", "-c", script,
                        files=("compose/grading.yml",), env=dict(lab.env, STUDENTS_DIR=str(students)),
@@ -88,6 +91,9 @@ def test_grading_a_room_in_the_lab_container(compose_lab, tmp_path):
     out = proc.stdout
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     assert "exit=1" in out, out[-3000:]  # graded; some students fail
+    for name in REAL:  # the image holds every exercise; the starter fails its visible checks, in one table
+        assert name in out, name
+    assert "check=1" in out and "lu: lost-update, " in out, out[:3000]
     uid = int(out.split("uid=", 1)[1].split()[0])
     assert uid != 0
     assert "Traceback" not in out + proc.stderr
@@ -108,6 +114,7 @@ def test_grading_a_room_in_the_lab_container(compose_lab, tmp_path):
         [("good", 4, 4), ("hang", 1, 4), ("starter", 2, 4)]
     for name in STUDENTS:
         assert name in out
+    print({t["name"]: t["seconds"] for t in json.loads((scores / "good.json").read_text())["tests"]})
 
     # `run --rm`: the grading container is gone.
     oneoff = [c for c in lab.containers("lab") if c.labels.get("com.docker.compose.oneoff") == "True"]
