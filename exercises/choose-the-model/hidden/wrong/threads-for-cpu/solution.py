@@ -2,6 +2,6 @@
 
 ANSWERS = {
     "power-cpu": {"tier": "threads", "speedup": 2.0},
-    "power-io": {"tier": "threads", "speedup": 3.8},
+    "power-io": {"tier": "threads", "speedup": 3.6},
     "tiny-tasks": {"tier": "sequential", "speedup": 1.0},
 }
