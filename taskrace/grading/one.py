@@ -100,10 +100,14 @@ def sweep(runner: int, grace: float = GRACE_S) -> int | None:
     while True:
         st = _reap(runner)
         status = st if st is not None else status
-        left = [p for p in _children(me, psutil) if _alive(p, psutil)]
+        children = _children(me, psutil)
+        left = [p for p in children if _alive(p, psutil)]
         waited = time.monotonic() - started
-        if not left or waited > grace + GIVE_UP_S:  # past that: stuck in the kernel; the grader sweeps too
+        if not children or waited > grace + GIVE_UP_S:  # past that: stuck in the kernel; the grader sweeps too
             return status
+        if not left:  # zombies only: reaped at the next turn (none may outlive us unreaped)
+            time.sleep(0.01)
+            continue
         late = waited > grace
         for p in left:
             try:
