@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from docker_helpers import sh  # noqa: E402
+from docker_helpers import base_env, compose_tools, sh, unavailable  # noqa: E402
 from taskrace.lab.cluster import node_name  # noqa: E402
 
 SMOKE = REPO_ROOT / "tests" / "data" / "lab-smoke.ipynb"
@@ -74,19 +74,38 @@ def _healthy(container, timeout: float = 90) -> None:
         time.sleep(0.5)
 
 
+def test_the_profile_is_opt_in_with_each_compose():
+    tools = compose_tools()
+    if not tools:
+        unavailable("neither docker compose nor docker-compose is installed")
+    env = base_env()
+    for version, tool in tools.items():
+        with_profile = sh([*tool, "--profile", "notebook", "config"], env=env, timeout=60).stdout
+        assert "taskrace-notebook" in with_profile and "127.0.0.1" in with_profile, (version, with_profile)
+        if version == "v2":  # v1 lists every service whatever the profile; v2 filters
+            assert "notebook" not in sh([*tool, "config", "--services"], env=env, timeout=60).stdout.split()
+
+
 @pytest.fixture(scope="module")
 def notebook(compose_lab):
-    """The `notebook` service started on the session's lab: (stack, container, token)."""
+    """The `notebook` service started on the session's lab: (stack, container, token).
+    Stopped at the end of the module (nothing runs beside the lab's later tests); the
+    `lab_down` test's `down -v` removes it with the rest of the stack."""
     lab = compose_lab
+    t0 = time.monotonic()
     lab.compose("--profile", "notebook", "up", "-d", "--no-deps", "notebook", timeout=180)
-    [container] = lab.containers("notebook", all=False)
-    _healthy(container)
-    lines = [line for line in container.logs().decode(errors="replace").splitlines() if "token=" in line]
-    mine = [m for m in map(TOKEN_LINE.search, lines) if m]
-    assert len(mine) == 1, lines
-    port, token = mine[0].groups()
-    assert int(port) == lab.notebook_port, (port, lab.notebook_port)
-    return lab, container, token
+    try:
+        [container] = lab.containers("notebook", all=False)
+        _healthy(container)
+        print(f"notebook service healthy in {time.monotonic() - t0:.1f} s")
+        lines = [line for line in container.logs().decode(errors="replace").splitlines() if "token=" in line]
+        mine = [m for m in map(TOKEN_LINE.search, lines) if m]
+        assert len(mine) == 1, lines
+        port, token = mine[0].groups()
+        assert int(port) == lab.notebook_port, (port, lab.notebook_port)
+        yield lab, container, token
+    finally:
+        lab.compose("--profile", "notebook", "stop", "--timeout", "5", "notebook", timeout=120, check=False)
 
 
 def test_served_on_loopback_only_with_the_token_and_refused_without(notebook):
