@@ -227,6 +227,7 @@ def test_every_taskrace_command_parses_and_validates(cmd, tmp_path, monkeypatch,
 LIGHT_CPU = ["--set", "tasks=2", "--set", "size=200", "--set", "exponent=100"]
 REAL = {
     "taskrace list": [],
+    "taskrace exercise list": [],
     "taskrace run power-cpu -b processes -n 2": LIGHT_CPU,
     "taskrace run bank -b threads -n 2 --strategy none --history ops.jsonl":
         ["--set", "trials=2", "--set", "steps=20", "--set", "delay=0.001"],
