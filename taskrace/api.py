@@ -61,8 +61,11 @@ def _argv(command: str, positional: list[str], options: dict) -> list[str]:
             argv += [f"--{name.replace('_', '-')}"] + ([] if value is True else [str(value)])
             continue
         flag, action = table[name]
-        if value is None or value is False:
+        if value is None or (value is False and action.nargs == 0):  # None, a switch off: not given
             continue
+        if isinstance(value, bool) and action.nargs != 0 and not (action.nargs == "?" and value is True):
+            # False (or True) where the command takes a value: never dropped in silence
+            raise InputError(f"{name} takes a value ({flag} {action.metavar or action.dest.upper()}), got {value}")
         if action.nargs == 0 or (action.nargs == "?" and value is True):  # a switch (or --live): given
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):  # --set, --sweep: one item each
@@ -146,9 +149,12 @@ def run(scenario: str, backend: str = "sequential", workers: int | None = None, 
 
 def compare(scenario: str | list[str] | None = None, backend: str | list[str] | None = None,
             workers: int | list[int] | None = None, *, on_event: Callable | None = None,
-            events: str | None = None, trace: bool = False, progress: bool = True, **options) -> "Results":
+            events: str | None = None, trace: bool = False, progress: bool = True, cpu_capacity: bool = True,
+            **options) -> "Results":
     """The matrix (``taskrace compare``): every point warmed up and repeated, speedups
-    against sequential, Amdahl fits, the CPUs' capacity before and after."""
+    against sequential, Amdahl fits, the CPUs' capacity before and after (``cpu_capacity=
+    False`` skips that measure: a few seconds each side; ``capacity`` is the pipeline's
+    channel size, as ``--capacity``)."""
     from taskrace.measuring.matrix import execute_compare, plan_compare
 
     given = {"scenario": scenario, "backend": backend, "workers": workers}
@@ -157,13 +163,13 @@ def compare(scenario: str | list[str] | None = None, backend: str | list[str] | 
         points = plan_compare(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
     with stack:
-        records, fits, capacity = execute_compare(points, args)
+        records, fits, capacity = execute_compare(points, args, measure_cpus=cpu_capacity)
     return Results(records, fits=fits, capacity=capacity, title=f"taskrace compare (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
 
 
 def race(fn: Callable, inputs, backends: str | list[str] | None = None, workers: int | list[int] | None = None, *,
-         repeat: int = 3, warmup: int = 1, chunksize: int = 1, capacity: bool = True, name: str | None = None,
+         repeat: int = 3, warmup: int = 1, chunksize: int = 1, cpu_capacity: bool = True, name: str | None = None,
          on_event: Callable | None = None, events: str | None = None, trace: bool = False, progress: bool = True,
          **options) -> "Results":
     """Race your own function: ``fn(x)`` for each x of ``inputs``, on each backend, measured
@@ -172,7 +178,7 @@ def race(fn: Callable, inputs, backends: str | list[str] | None = None, workers:
     processes and interpreters get it by cloudpickle where they cannot import it, or by
     fork; celery only by its import path (a module its workers import). Backends by
     default: those that load here and need no broker, asyncio for a coroutine function.
-    ``capacity``: measure the CPUs before and after, as compare does; ``name``: the
+    ``cpu_capacity``: measure the CPUs before and after, as compare does; ``name``: the
     table's label (``f()``). Options: the tiers' (``start_method``, ``redis_url``, ...)
     and ``live``. How the function travelled: ``record["race"]`` (taskrace.racing)."""
     from scenarios import provided
@@ -189,7 +195,7 @@ def race(fn: Callable, inputs, backends: str | list[str] | None = None, workers:
             points = plan_points(scenario_cls, args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
     with stack, provided(scenario_cls):
-        records, fits, cpus = execute_compare(points, args, measure_cpus=capacity, label=f"race {scenario_cls.name}")
+        records, fits, cpus = execute_compare(points, args, measure_cpus=cpu_capacity, label=f"race {scenario_cls.name}")
     return Results(records, fits=fits, capacity=cpus, title=f"taskrace race {scenario_cls.name} (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
 

@@ -32,7 +32,7 @@ from taskrace import events
 from workers import get_tier
 
 embedded_redis, celery_workers = celery_fixtures.embedded_redis, celery_fixtures.celery_workers  # fixtures
-QUICK = dict(repeat=1, warmup=0, capacity=False, progress=False)
+QUICK = dict(repeat=1, warmup=0, cpu_capacity=False, progress=False)
 PLAIN_TIERS = [t for t in LOCAL_TIERS if not get_tier(t).runs_coroutines]  # a plain function's defaults
 
 
@@ -45,7 +45,7 @@ def _in_ci() -> bool:
 CHILD = textwrap.dedent("""
     import asyncio, dataclasses, json, taskrace
 
-    QUICK = dict(repeat=1, warmup=0, capacity=False, progress=False, workers=2)
+    QUICK = dict(repeat=1, warmup=0, cpu_capacity=False, progress=False, workers=2)
 
     def square(x):
         return x * x
@@ -149,7 +149,7 @@ def test_in_a_jupyter_kernel_under_forkserver(tmp_path):
             return -x
         out = {{}}
         for fn in (cube, later):
-            r = taskrace.race(fn, [1, 2, 3], workers=2, repeat=1, warmup=0, capacity=False, progress=False,
+            r = taskrace.race(fn, [1, 2, 3], workers=2, repeat=1, warmup=0, cpu_capacity=False, progress=False,
                               start_method="forkserver", trace=True)
             out[fn.__name__] = [[x["backend"], x["agrees_with_sequential"], x["race"]["transport"]] for x in r]
         print(json.dumps(out))

@@ -84,7 +84,7 @@ class CeleryTier(Tier):
 
     def __init__(self, workers: int = 1, redis_url: str | None = None, pool: str = "prefork",
                  concurrency: int = 1, prefetch: int = 1, acks_late: bool = False, chunk: int = 1,
-                 task_timeout: float = 600.0, external: bool = False, queue: str | None = None,
+                 task_timeout: float = 600.0, external: bool | None = None, queue: str | None = None,
                  scaler=None, latency=None, delivery: str | None = None, task_modules: dict | None = None,
                  **options) -> None:
         super().__init__(workers, **options)
@@ -111,7 +111,9 @@ class CeleryTier(Tier):
         self.run_id = secrets.token_hex(4)
         # external: workers someone else runs (the compose lab's `worker` service), on a
         # shared queue; -n is then how many of them must be up. `scaler(n)` may make it so.
-        self.external = external or os.environ.get("TASKRACE_EXTERNAL_WORKERS") == "1"
+        # None: as $TASKRACE_EXTERNAL_WORKERS says (the lab's services set it); False: never,
+        # for a caller that starts its own workers (the network study, behind its proxy).
+        self.external = external if external is not None else os.environ.get("TASKRACE_EXTERNAL_WORKERS") == "1"
         self.scaler = scaler
         # Plain tasks go to this run's own queue, actors to a second one. Our -n workers
         # listen to both; workers added only to give every actor a slot (reserve) listen

@@ -125,7 +125,10 @@ def start_celery(plan: Plan, url: str, started: list, counter, step) -> tuple[li
     for (rtt, n, prefetch), loads in plan.configs().items():
         step(f"starting celery -n {n} at {rtt:g} ms", 0)
         latency = f"{rtt / 2:g}ms" if rtt else None
-        tier = _enter(get_tier("celery")(n, redis_url=url, prefetch=prefetch, latency=latency), started)
+        # external=False: its own workers behind its proxy, also where the environment
+        # names external ones (the lab's notebook service sets TASKRACE_EXTERNAL_WORKERS)
+        tier = _enter(get_tier("celery")(n, redis_url=url, prefetch=prefetch, latency=latency, external=False),
+                      started)
         _run(tier, WAKE, 2 * n)
         g = Group("celery", rtt, n, tier, loads, measured=added_rtt(tier))
         step(f"started {g.where}", 1)
