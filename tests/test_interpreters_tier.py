@@ -207,7 +207,7 @@ def square(x):
 out = {}
 for fn in (square, cube):
     r = taskrace.race(fn, [1, 2, 3, 4], backends=["interpreters"], workers=2, repeat=1, warmup=0,
-                      capacity=False, progress=False)
+                      cpu_capacity=False, progress=False)
     seq, mine = r.records
     out[fn.__name__] = {"ok": r.ok, "backend": mine["backend"], "agrees": mine["agrees_with_sequential"],
                         "transport": mine["race"]["transport"], "procs": mine["metrics"]["os_processes"]}
