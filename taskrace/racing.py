@@ -412,8 +412,34 @@ def plan_points(scenario_cls, args) -> list:
     if any(get_tier(b).needs_broker for b in backends):  # the workers it starts import fn's module
         options["task_modules"] = {scenario_cls.fn.__module__: module_folder(scenario_cls.fn)}
         args.tier_settings = dict(getattr(args, "tier_settings", None) or {}, task_modules=options["task_modules"])
-    counts = args.workers or [os.cpu_count() or 2]
+    counts = args.workers or [(external_count(options) if "celery" in backends else None) or os.cpu_count() or 2]
     points = sweep.expand([scenario_cls.name], backends, counts, lambda _: [None], lambda _: {}, lambda _: [{}],
                           scaling="as-given")
     sweep.validate(points, options, args.seed)
     return points
+
+
+def external_count(options: dict) -> int | None:
+    """How many external Celery workers answer a ping, when the celery tier would use
+    them (``external_workers``, or $TASKRACE_EXTERNAL_WORKERS as in the lab's notebook):
+    the race's default -n there, rather than this machine's CPU count, which the tier would
+    wait for in vain (two minutes) on a laptop with more cores than the lab has workers.
+    None when the workers are the race's own. Nobody answering is one line."""
+    from workers import get_tier
+    from workers.infra.redis_server import check_redis, redact_url
+
+    tier = get_tier("celery")(1, **options)  # its settings only: nothing starts
+    if not tier.external or not tier.redis_url:
+        return None
+    check_redis(tier.redis_url)  # RedisUnavailable: one line, the password hidden
+    from workers.celery_app import make_app
+
+    app = make_app(tier.redis_url)
+    try:
+        nodes = {node for reply in app.control.ping(timeout=1.0) for node in reply}
+    finally:
+        app.close()
+    if not nodes:
+        raise BadInput(f"no external Celery worker answers on {redact_url(tier.redis_url)}: start them "
+                       f"(the lab: docker compose up -d worker), or give workers=N to wait for N")
+    return len(nodes)

@@ -286,11 +286,19 @@ def test_celery_runs_it_on_workers_someone_else_started(tmp_path, monkeypatch, e
     """The lab's way: workers whose environment names the module (and has its folder on
     their path); the race brings none of its own."""
     mod = _module(tmp_path, monkeypatch, "racefns_external")
-    (worker,) = celery_workers(1, queues="taskrace", env={
-        "TASKRACE_TASK_MODULES": mod.__name__, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])})
+    with pytest.raises(taskrace.InputError, match="no external Celery worker answers on redis://"):
+        taskrace.race(mod.square, [4, 5], backends=["celery"], external=True, redis_url=embedded_redis.url, **QUICK)
+    env = {"TASKRACE_TASK_MODULES": mod.__name__, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)])}
+    celery_workers(2, queues="taskrace", env=env)
     r = taskrace.race(mod.square, [4, 5], backends=["celery"], workers=1, external=True,
                       redis_url=embedded_redis.url, **QUICK)
     assert r.ok, r
     record = r.records[1]
     assert record["agrees_with_sequential"] is True and record["race"]["transport"] == "json"
-    assert list(record["nodes"]) == [f"w1@{os.uname().nodename}"]
+    assert len(record["nodes"]) == 1 and set(record["nodes"]) <= {f"w{i}@{os.uname().nodename}" for i in (1, 2)}
+    # The lab notebook's way: external workers named by the environment and no -n given:
+    # -n is the number of workers that answer (2), not this machine's CPU count.
+    monkeypatch.setenv("TASKRACE_EXTERNAL_WORKERS", "1")
+    monkeypatch.setenv("REDIS_URL", embedded_redis.url)
+    r = taskrace.race(mod.square, [4, 5, 6, 7], backends=["celery"], **QUICK)
+    assert r.ok and r.records[1]["workers"] == 2 and r.records[1]["tier"]["external_workers"] is True, r
