@@ -93,6 +93,20 @@ def base_env(**extra) -> dict:
     return env
 
 
+def wait_healthy(container, timeout: float = 90) -> None:
+    """Until the container's healthcheck says healthy; fails with its logs if it stops
+    running or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        container.reload()
+        status = (container.attrs["State"].get("Health") or {}).get("Status")
+        if status == "healthy":
+            return
+        assert container.status == "running", container.logs()[-3000:]
+        assert time.monotonic() < deadline, (status, container.attrs["State"].get("Health"), container.logs()[-3000:])
+        time.sleep(0.5)
+
+
 def engine():
     """The Docker engine (SDK client), or unavailable."""
     try:

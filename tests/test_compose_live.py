@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -26,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import browser as chromium  # noqa: E402 - Playwright driving Debian's chromium (tests/browser.py)
-from docker_helpers import sh  # noqa: E402
+from docker_helpers import sh, wait_healthy  # noqa: E402
 
 
 PAGE_TIMEOUT_MS = 60_000  # a hang guard: the page replays the whole lab from the server's state
@@ -41,23 +40,11 @@ def _request(url: str, method: str = "GET") -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def _healthy(container, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        container.reload()
-        status = (container.attrs["State"].get("Health") or {}).get("Status")
-        if status == "healthy":
-            return
-        assert container.status == "running", container.logs()[-2000:]
-        assert time.monotonic() < deadline, (status, container.attrs["State"].get("Health"))
-        time.sleep(1)
-
-
 def test_live_profile_shows_the_labs_tasks_from_the_worker_containers(compose_lab, browser):
     lab = compose_lab
     assert lab.lab_exit == 0, lab.lab_log[-3000:]
     [live] = lab.containers("live", all=False)
-    _healthy(live)
+    wait_healthy(live)
 
     # Published on the loopback interface only, on LIVE_PORT.
     host = live.attrs["HostConfig"]

@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from docker_helpers import base_env, compose_tools, sh, unavailable  # noqa: E402
+from docker_helpers import base_env, compose_tools, sh, unavailable, wait_healthy  # noqa: E402
 from taskrace.lab.cluster import node_name  # noqa: E402
 
 SMOKE = REPO_ROOT / "tests" / "data" / "lab-smoke.ipynb"
@@ -62,18 +62,6 @@ def _request(url: str, token: str | None = None, method: str = "GET", body: dict
         return status, raw.decode(errors="replace")
 
 
-def _healthy(container, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        container.reload()
-        status = (container.attrs["State"].get("Health") or {}).get("Status")
-        if status == "healthy":
-            return
-        assert container.status == "running", container.logs()[-3000:]
-        assert time.monotonic() < deadline, (status, container.logs()[-3000:])
-        time.sleep(0.5)
-
-
 def test_the_profile_is_opt_in_with_each_compose():
     tools = compose_tools()
     if not tools:
@@ -96,7 +84,7 @@ def notebook(compose_lab):
     lab.compose("--profile", "notebook", "up", "-d", "--no-deps", "notebook", timeout=180)
     try:
         [container] = lab.containers("notebook", all=False)
-        _healthy(container)
+        wait_healthy(container)
         print(f"notebook service healthy in {time.monotonic() - t0:.1f} s")
         lines = [line for line in container.logs().decode(errors="replace").splitlines() if "token=" in line]
         mine = [m for m in map(TOKEN_LINE.search, lines) if m]
