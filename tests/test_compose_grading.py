@@ -49,7 +49,7 @@ def squares_on_celery(student):
     import taskrace
 
     square = importlib.import_module("solution").square
-    r = taskrace.race(square, [1, 2, 3], backends=["celery"], workers=1, repeat=1, warmup=0, capacity=False,
+    r = taskrace.race(square, [1, 2, 3], backends=["celery"], workers=1, repeat=1, warmup=0, cpu_capacity=False,
                       progress=False, redis_url=student.redis_url)
     [rec] = [x for x in r.records if x["backend"] == "celery"]
     if rec.get("agrees_with_sequential") is not True:

@@ -184,7 +184,27 @@ def test_each_declared_option_is_a_constructor_argument_with_that_default(name):
         # Not absorbed by **options, where a typo would pass silently.
         assert option.name in signature, (name, option.name)
         default = signature[option.name].default
+        if (name, option.name) in FROM_ENVIRONMENT:  # not given: the environment decides
+            assert default is None, (name, option.name, default)
+            continue
         assert default == (False if option.switch else option.default), (name, option.name, default)
+
+
+# Switches whose "not given" (None) defers to an environment variable, and False means
+# "never": --external-workers (the lab's services set TASKRACE_EXTERNAL_WORKERS=1; the
+# network study, which starts its own workers behind its proxy, passes False).
+FROM_ENVIRONMENT = {("celery", "external"): "TASKRACE_EXTERNAL_WORKERS"}
+
+
+@pytest.mark.parametrize("tier, option", list(FROM_ENVIRONMENT))
+def test_a_switch_not_given_follows_its_environment_variable_and_false_overrides_it(tier, option, monkeypatch):
+    cls = get_tier(tier)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # external workers need a broker named
+    monkeypatch.setenv(FROM_ENVIRONMENT[(tier, option)], "1")
+    assert getattr(cls(1), option) is True
+    assert getattr(cls(1, **{option: False}), option) is False
+    monkeypatch.delenv(FROM_ENVIRONMENT[(tier, option)])
+    assert getattr(cls(1), option) is False and getattr(cls(1, **{option: True}), option) is True
 
 
 def test_tier_options_reach_the_tier_as_given_and_nothing_else():
