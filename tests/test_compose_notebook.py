@@ -15,6 +15,7 @@ the lab's worker containers, whose answers equal sequential's.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import re
 import sys
@@ -206,7 +207,10 @@ def test_a_notebook_races_a_module_of_the_folder_on_the_labs_workers(notebook):
     try:
         cells = [c.source for c in nbformat.read(SMOKE, as_version=4).cells if c.cell_type == "code"]
         ws = f"ws://127.0.0.1:{lab.notebook_port}/api/kernels/{kernel}/channels?session_id={uuid.uuid4().hex}"
-        results = asyncio.run(_run_cells(ws, token, cells))
+        # A loop of its own in a thread of its own: Playwright's sync API (the session's
+        # browser fixture, if a live test ran before) keeps an event loop running in this one.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            results = pool.submit(asyncio.run, _run_cells(ws, token, cells)).result()
     finally:
         assert _request(f"{url}/api/sessions/{session['id']}", token, "DELETE")[0] == 204
     errors = [o for r in results for o in r["outputs"] if o["type"] == "error"]
