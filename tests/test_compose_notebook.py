@@ -226,3 +226,6 @@ def test_a_notebook_races_a_module_of_the_folder_on_the_labs_workers(notebook):
     # Every call ran in the lab's worker containers (their node names), none in the kernel.
     workers = {node_name(c) for c in lab.running_workers()}
     assert summary["nodes"] and set(summary["nodes"]) <= workers, (summary["nodes"], workers)
+    # No workers= given: -n is the number of external workers that answered (whatever
+    # earlier tests on this lab left running), not the machine's CPU count.
+    assert summary["workers"] == len(workers), (summary["workers"], workers)
