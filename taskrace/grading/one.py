@@ -27,25 +27,12 @@ import signal
 import sys
 import time
 
+from taskrace.grading.wire import one_line, send
+
 EXIT_RUNNER_BROKE = 70  # the runner itself failed before it could say anything
 GRACE_S = 2.0  # SIGTERM, then SIGKILL this much later
 GIVE_UP_S = 10.0  # after the SIGKILLs: a process still there is stuck in the kernel
-MAX_MESSAGE = 400  # characters: a message is one line a student reads
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def send(fd: int, **msg) -> None:
-    """One JSON line on the pipe (under PIPE_BUF, so lines from two processes never mix)."""
-    data = (json.dumps(msg) + "\n").encode()
-    if len(data) > 4000:
-        msg = {k: (v[:MAX_MESSAGE] if isinstance(v, str) else v) for k, v in msg.items()}
-        data = (json.dumps(msg) + "\n").encode()
-    os.write(fd, data)
-
-
-def one_line(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."
 
 
 # --- the supervisor -------------------------------------------------------------------
