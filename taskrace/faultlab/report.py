@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from taskrace.faultlab.document import SCHEMA, notes
 from taskrace.faultlab.nemesis import FAULTS
 from taskrace.reporting import plots
-from taskrace.reporting.html_report import FILENAME, esc, figure, page, section_environment, write_page
+from taskrace.reporting.html_report import esc, figure, page, section_environment, write_page
 from taskrace.reporting.results import BadResults
 from workers.delivery import MODES
 

@@ -138,16 +138,16 @@ def explain_cost(doc: dict) -> str:
     fits = doc.get("fits") or {}
     noop = fits.get("noop") or {}
     counted = (noop.get("counted") or {}).get("worker_round_trips")
-    lines = [f"<p>Each point is what one task cost the workers: <i>n</i> × wall ÷ tasks, in worker-seconds "
-             f"(for chunked workloads, per call). The x axis is the round-trip time the proxy adds between "
-             f"the workers and Redis, as measured (PING through the proxy less PING direct: its own hop "
-             f"and the machine's timer slack add a little to the delay asked for); the harness talks to Redis "
-             f"directly, so only the workers pay it. "
-             f"A worker that waits, one after the other, for <i>k</i> round trips per task pays "
-             f"<i>a</i> + <i>k</i> × RTT: the dotted lines are that model fitted to the points (least squares "
-             f"on the relative error), and <b><i>k</i> is the number of round trips per task</b> that the "
-             f"workers could not overlap with anything else. On a log axis a straight line bends: the flat "
-             f"start is <i>a</i>, the CPU cost of a task on loopback; the steep end is <i>k</i>.</p>"]
+    lines = ["<p>Each point is what one task cost the workers: <i>n</i> × wall ÷ tasks, in worker-seconds "
+             "(for chunked workloads, per call). The x axis is the round-trip time the proxy adds between "
+             "the workers and Redis, as measured (PING through the proxy less PING direct: its own hop "
+             "and the machine's timer slack add a little to the delay asked for); the harness talks to Redis "
+             "directly, so only the workers pay it. "
+             "A worker that waits, one after the other, for <i>k</i> round trips per task pays "
+             "<i>a</i> + <i>k</i> × RTT: the dotted lines are that model fitted to the points (least squares "
+             "on the relative error), and <b><i>k</i> is the number of round trips per task</b> that the "
+             "workers could not overlap with anything else. On a log axis a straight line bends: the flat "
+             "start is <i>a</i>, the CPU cost of a task on loopback; the steep end is <i>k</i>.</p>"]
     if noop.get("k") is not None:
         text = (f"<p>Plain no-op tasks: <i>k</i> = {noop['k']:.2f}. ")
         if counted:
