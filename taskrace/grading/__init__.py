@@ -33,7 +33,7 @@ from typing import Callable
 
 _counter = itertools.count(1)
 
-__all__ = ["check", "Fail", "CheckSpec", "Student", "StudentError", "checks_of", "load_solution"]
+__all__ = ["check", "Fail", "CheckSpec", "Student", "StudentError", "checks_of", "load_solution", "stalled"]
 
 
 class Fail(AssertionError):
@@ -109,3 +109,19 @@ def load_solution(folder: Path | str, name: str = "solution"):
     return module
 
 
+def stalled(workers, done, after_s: float, poll_s: float = 0.02) -> bool:
+    """Wait for ``workers`` (threads or processes: anything with ``is_alive()``) to end.
+    ``done`` is their shared progress (a list or array of counts): True as soon as its sum
+    has not moved for ``after_s`` seconds while some still run (a deadlock, a hang), False
+    when they all ended. The check then says what that means for its exercise."""
+    import time
+
+    seen, since = -1, time.monotonic()
+    while any(w.is_alive() for w in workers):
+        now = sum(done)
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since > after_s:
+            return True
+        time.sleep(poll_s)
+    return False

@@ -27,7 +27,7 @@ import time
 import traceback
 import types
 
-from taskrace.grading import Fail, StudentError, check
+from taskrace.grading import Fail, StudentError, check, stalled
 
 # fork: the clients inherit the student's module as the check imported it (it has a
 # name of its own in sys.modules that a spawned child could not import again).
@@ -127,18 +127,6 @@ def _client(transfer, accounts, locks, plan, outcomes, done, me, errors, go) -> 
         done[me] = k + 1
 
 
-def _watch(workers, done) -> bool:
-    """Wait for the clients; True if they stopped making progress (a deadlock)."""
-    seen, since = -1, time.monotonic()
-    while any(w.is_alive() for w in workers):
-        now = sum(done)
-        if now != seen:
-            seen, since = now, time.monotonic()
-        elif time.monotonic() - since > STALL_S:
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def race(transfer, kind: str, initial: list[int], plans: list[list[tuple]]) -> dict:
     """Run every plan at once on ``kind`` ("threads" or "processes"); what happened."""
@@ -166,7 +154,7 @@ def race(transfer, kind: str, initial: list[int], plans: list[list[tuple]]) -> d
         for w in workers:
             w.start()
         go.set()
-        stalled = _watch(workers, done)
+        stuck = stalled(workers, done, STALL_S)
     finally:
         sys.setswitchinterval(interval)
         if kind == "processes":
@@ -177,7 +165,7 @@ def race(transfer, kind: str, initial: list[int], plans: list[list[tuple]]) -> d
     found = []
     while not errors.empty():
         found.append(errors.get())
-    return {"stalled": stalled, "errors": found, "final": accounts.snapshot(),
+    return {"stalled": stuck, "errors": found, "final": accounts.snapshot(),
             "outcomes": [list(o) for o in outcomes], "done": list(done), "taken": taken.value,
             "exitcodes": [getattr(w, "exitcode", None) for w in workers]}
 

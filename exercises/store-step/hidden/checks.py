@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import redis
 
-from taskrace.grading import Fail, StudentError, check
+from taskrace.grading import Fail, StudentError, check, stalled
 
 CTX = multiprocessing.get_context("fork")  # children inherit the student's module as imported
 STALL_S = 5.0  # no transfer finished for this long, while some are left: stuck
@@ -131,17 +131,6 @@ def _client(transfer, url, failed, plan, outcomes, t0s, t1s, done, me, errors, g
         r.close()
 
 
-def _watch(workers, done) -> bool:
-    seen, since = -1, time.monotonic()
-    while any(w.is_alive() for w in workers):
-        now = sum(done)
-        if now != seen:
-            seen, since = now, time.monotonic()
-        elif time.monotonic() - since > STALL_S:
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def race(transfer, url: str, kind: str, initial: dict[str, int], plans) -> dict:
     """Every plan at once, one client each, on ``kind``; the history and the end state."""
@@ -163,7 +152,7 @@ def race(transfer, url: str, kind: str, initial: dict[str, int], plans) -> dict:
             for w in workers:
                 w.start()
             go.set()
-            stalled = _watch(workers, done)
+            stuck = stalled(workers, done, STALL_S)
         finally:
             if kind == "processes":
                 for w in workers:
@@ -178,7 +167,7 @@ def race(transfer, url: str, kind: str, initial: dict[str, int], plans) -> dict:
                    for k, plan in enumerate(plans) for i, op in enumerate(plan[:done[k]])]
         final = dict(zip(initial, (int(v) for v in admin.mget(list(initial)))))
         admin.delete(*initial)
-        return {"stalled": stalled, "errors": found, "history": history, "final": final,
+        return {"stalled": stuck, "errors": found, "history": history, "final": final,
                 "failed_execs": failed.value, "planned": sum(len(p) for p in plans)}
     finally:
         admin.close()
