@@ -302,3 +302,22 @@ def test_celery_runs_it_on_workers_someone_else_started(tmp_path, monkeypatch, e
     monkeypatch.setenv("REDIS_URL", embedded_redis.url)
     r = taskrace.race(mod.square, [4, 5, 6, 7], backends=["celery"], **QUICK)
     assert r.ok and r.records[1]["workers"] == 2 and r.records[1]["tier"]["external_workers"] is True, r
+
+
+def test_external_workers_mode_is_adopted_unless_another_is_chosen(tmp_path, monkeypatch, embedded_redis,
+                                                                 celery_workers):
+    """Late acks act in the worker: a race that chose no delivery mode is judged by the one
+    its external workers run (a lab notebook whose workers were restarted in another mode);
+    a mode they do not run, chosen, is one line naming theirs."""
+    mod = _module(tmp_path, monkeypatch, "racefns_modes")
+    monkeypatch.delenv("TASKRACE_DELIVERY", raising=False)
+    env = {"TASKRACE_TASK_MODULES": mod.__name__, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO_ROOT)]),
+           "TASKRACE_DELIVERY": "at-least-once"}
+    celery_workers(1, queues="taskrace", env=env)
+    r = taskrace.race(mod.square, [2, 3], backends=["celery"], external=True, redis_url=embedded_redis.url, **QUICK)
+    assert r.ok and r.records[1]["agrees_with_sequential"] is True, r
+    assert r.records[1]["tier"]["delivery"]["mode"] == "at-least-once", r.records[1]["tier"]["delivery"]
+    with pytest.raises(taskrace.InputError, match=r"--delivery at-most-once: the external workers w1@\S+ run "
+                                                  r"at-least-once"):
+        taskrace.race(mod.square, [2, 3], backends=["celery"], external=True, delivery="at-most-once",
+                      redis_url=embedded_redis.url, **QUICK)

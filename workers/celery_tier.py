@@ -99,7 +99,11 @@ class CeleryTier(Tier):
         # One DeliveryMode, resolved here: the harness's app and every worker get its name
         # (TASKRACE_DELIVERY), so both apply the very settings the fault lab prints. No
         # --delivery: $TASKRACE_DELIVERY (the compose lab gives its lab and workers the same).
-        self.delivery = resolve(delivery or os.environ.get(DELIVERY_ENV) or None, acks_late)
+        chosen = delivery or os.environ.get(DELIVERY_ENV) or None
+        self.delivery = resolve(chosen, acks_late)
+        # Nobody chose: external workers' own mode is adopted (when they agree on one), as
+        # their number is; a chosen mode they do not run is refused (_check_external_delivery).
+        self._delivery_chosen = bool(chosen or acks_late)
         self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
         self.chunk, self.task_timeout = chunk, task_timeout
         # task_modules: {module: the folder it imports from, or None}: modules besides
@@ -254,6 +258,17 @@ class CeleryTier(Tier):
         odd = {node: key(c, (c.get("broker_transport_options") or {}).get("visibility_timeout",
                                                                           KOMBU_DEFAULT_VISIBILITY_S))
                for node, c in confs.items() if isinstance(c, dict)}
+        known = {key(m.settings, m.visibility_timeout_s): m for m in MODES.values() if not m.idempotent}
+        theirs_all = set(odd.values())
+        if not self._delivery_chosen and len(theirs_all) == 1 and next(iter(theirs_all)) in known:
+            # A notebook in the lab started before its workers were restarted in another mode:
+            # the run is judged by the rules the workers apply.
+            self.delivery = known[next(iter(theirs_all))]
+            self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
+            self.app.conf.update(self.delivery.settings)
+            self.app.conf.broker_transport_options = {**self.app.conf.broker_transport_options,
+                                                      **self.delivery.transport_options}
+            return
         odd = {node: k for node, k in odd.items() if k != key(want.settings, want.visibility_timeout_s)}
         if odd:
             from scenarios.base import BadInput
