@@ -140,7 +140,8 @@ def run(scenario: str, backend: str = "sequential", workers: int | None = None, 
         args = parse("run", [scenario], backend=backend, workers=workers, **options)
         plan = plan_run(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with stack:
+    # Bad input found while running (external workers in another delivery mode) too.
+    with _input_errors(), stack:
         history: list | None = [] if scenario == "bank" else None
         record = execute_run(plan, history)
     return Results([record], title=f"taskrace run {scenario}", events=recorder.events,
@@ -162,7 +163,7 @@ def compare(scenario: str | list[str] | None = None, backend: str | list[str] | 
         args = parse("compare", **{k: v for k, v in given.items() if v is not None}, **options)
         points = plan_compare(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with stack:
+    with _input_errors(), stack:
         records, fits, capacity = execute_compare(points, args, measure_cpus=cpu_capacity)
     return Results(records, fits=fits, capacity=capacity, title=f"taskrace compare (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
@@ -194,7 +195,7 @@ def race(fn: Callable, inputs, backends: str | list[str] | None = None, workers:
         with provided(scenario_cls):
             points = plan_points(scenario_cls, args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with stack, provided(scenario_cls):
+    with _input_errors(), stack, provided(scenario_cls):
         records, fits, cpus = execute_compare(points, args, measure_cpus=cpu_capacity, label=f"race {scenario_cls.name}")
     return Results(records, fits=fits, capacity=cpus, title=f"taskrace race {scenario_cls.name} (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
@@ -219,7 +220,7 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
                 raise InputError(str(exc)) from None
             factory = LabCluster
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with stack:
+    with _input_errors(), stack:
         records, contrast = run_matrix(specs, factory, contrast=not args.no_contrast)
     from taskrace.faultlab.document import document
 
@@ -236,7 +237,7 @@ def network(*, on_event: Callable | None = None, events: str | None = None, trac
         args = parse("network", **options)
         plan = plan_from(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with stack:
+    with _input_errors(), stack:
         doc = study(plan)
     return NetworkResults(doc, events=recorder.events)
 
