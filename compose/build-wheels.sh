@@ -9,7 +9,8 @@
 # With a host Python 3.11 this is a plain `pip wheel`; with another host Python, pip
 # downloads the cp311 manylinux wheels instead. Skips when the wheels are there, one for
 # every requirement, and the requirements (pyproject.toml's dependencies and the extras
-# below) have not changed since they were built (--force rebuilds).
+# below) have not changed since they were built (--force rebuilds). The wheels are also
+# kept in ${TASKRACE_CACHE:-~/.cache/taskrace} and a new clone copies them from there.
 #
 # --python314: the wheels of the opt-in Python 3.14 lab image instead (cp314 manylinux
 # wheels downloaded for CPython 3.14 whatever the host's Python, into
@@ -31,11 +32,33 @@ FORCE=0
 PY314=0
 say() { printf '[build-wheels] %s\n' "$*" >&2; }
 die() { printf '[build-wheels] ERROR: %s\n' "$*" >&2; exit 1; }
+# Built wheels are also kept outside the checkout, keyed on the same stamp, so a new clone
+# (CI's, a second worktree) copies them instead of building them again: byte-identical
+# wheels also keep Docker's cache of the images' dependency layers. TASKRACE_CACHE=none
+# turns it off.
+CACHE_ROOT="${TASKRACE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/taskrace}"
+from_cache() {  # from_cache KIND STAMP DEST: 0 when DEST was filled from the cache
+  local dir="$CACHE_ROOT/$1/$2"
+  [ "$CACHE_ROOT" != none ] && [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$2" ] || return 1
+  mkdir -p "$3" && find "$3" -maxdepth 1 -name '*.whl' -delete && cp -p "$dir"/* "$3"/ || return 1
+  say "$(ls "$3"/*.whl | wc -l) wheels copied from the cache $dir (rm -r it to build them again)"
+}
+to_cache() {  # to_cache KIND STAMP SRC: keep SRC's wheels (one stamp per kind), best effort
+  [ "$CACHE_ROOT" != none ] || return 0
+  local kind="$CACHE_ROOT/$1" tmp
+  mkdir -p "$kind" && tmp="$(mktemp -d "$kind/.new.XXXXXX")" || return 0
+  if cp -p "$3"/*.whl "$tmp"/ && { [ ! -f "$3/requirements.txt" ] || cp -p "$3/requirements.txt" "$tmp"/; } \
+     && find "$tmp" -maxdepth 1 -name 'taskrace-*.whl' -delete && echo "$2" >"$tmp/.stamp"; then
+    find "$kind" -mindepth 1 -maxdepth 1 -name '[0-9a-f]*' -exec rm -rf {} +
+    mv "$tmp" "$kind/$2" && return 0
+  fi
+  rm -rf "$tmp"
+}
 for arg in "$@"; do
   case "$arg" in
     --force) FORCE=1 ;;
     --python314) PY314=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $arg (use --force, --python314)" ;;
   esac
 done
@@ -47,6 +70,10 @@ if [ "$PY314" = 1 ]; then
   want_stamp="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
   if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
     say "cp314 wheels in $OUT are up to date with pyproject.toml ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
+    exit 0
+  fi
+  if [ "$FORCE" = 0 ] && from_cache wheels-py314 "$want_stamp" "$OUT"; then
+    echo "$want_stamp" >"$STAMP"
     exit 0
   fi
   mkdir -p "$OUT"
@@ -83,6 +110,7 @@ PYEOF
   bad="$(ls "$OUT"/*.whl | xargs -n1 basename | grep -Ev -- '-(py3|py2\.py3|cp314|cp3[0-9]+)-(none|cp314|abi3)-(any|manylinux[^-]*x86_64|linux_x86_64)\.whl$' || true)"
   [ -z "$bad" ] || die "wheels CPython 3.14 cannot install: $bad"
   echo "$want_stamp" >"$STAMP"
+  to_cache wheels-py314 "$want_stamp" "$OUT"
   say "$(ls "$OUT"/*.whl | wc -l) cp314 wheels, $(du -sh "$OUT" | cut -f1), in $((SECONDS - t0)) s"
   exit 0
 fi
@@ -122,6 +150,17 @@ if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] 
   say "wheels in $OUT lack $missing: rebuilding"
 fi
 
+# The dependencies from the cache; the project's own wheel (its code changes with every
+# commit, and the cache leaves it out) is built here, in seconds.
+if [ "$FORCE" = 0 ] && from_cache wheels "$want_stamp" "$OUT"; then
+  "$PY" -m pip wheel --quiet --no-deps --wheel-dir "$OUT" "$ROOT" || die "pip wheel of the project failed"
+  missing="$(missing_wheels)"
+  if [ -z "$missing" ]; then
+    echo "$want_stamp" >"$STAMP"
+    exit 0
+  fi
+  say "the cache lacks $missing: rebuilding"
+fi
 mkdir -p "$OUT"
 find "$OUT" -maxdepth 1 -name '*.whl' -delete
 rm -f "$STAMP"
@@ -179,4 +218,5 @@ bad="$(ls "$OUT"/*.whl | xargs -n1 basename | grep -Ev -- '-(py3|py2\.py3|cp311|
 missing="$(missing_wheels)"
 [ -z "$missing" ] || die "no wheel for $missing in $OUT"
 echo "$want_stamp" >"$STAMP"
+to_cache wheels "$want_stamp" "$OUT"
 say "$(ls "$OUT"/*.whl | wc -l) wheels, $(du -sh "$OUT" | cut -f1), in $((SECONDS - t0)) s"
