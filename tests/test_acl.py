@@ -17,6 +17,8 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from celery_fixtures import REPO_ROOT, require_tls_redis_binary, start_worker, stop_workers, wait_ready
 from workers.celery_workers import CeleryWorker, worker_argv, worker_env
@@ -114,9 +116,10 @@ def test_worker_user_is_denied(server, command):
 
 def test_default_user_is_off_and_taskrace_has_every_right(server):
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=server.port).ping()  # no user: the default user, which is off
+        # retries=0: redis-py 6+ retries an AuthenticationError (a ConnectionError) with backoff, ~8 s
+        redis.Redis(port=server.port, retry=Retry(NoBackoff(), 0)).ping()  # no user: the default user, which is off
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=server.port, username="default", password=server.password).ping()
+        redis.Redis(port=server.port, username="default", password=server.password, retry=Retry(NoBackoff(), 0)).ping()
     a = admin(server)
     assert a.acl_whoami() in ("taskrace", b"taskrace") and a.config_get("port")["port"] == str(server.port)
 
