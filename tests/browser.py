@@ -30,9 +30,11 @@ def _unavailable(msg: str):
     pytest.fail(msg) if IN_CI else pytest.skip(msg)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One Chromium for the whole session (starting one costs about a second)."""
+    """One Chromium per module that asks (starting one costs about a second): not for the
+    session, since under xdist the worker that started it goes on to modules that count
+    their processes' descendants."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

@@ -60,25 +60,164 @@ def stderr_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
-# The compose lab, brought up once for the session (tests/docker_helpers.py) --------------
+# Two tests at a time (pytest-xdist) -----------------------------------------------------
+# Most of the suite waits: on celery workers starting and stopping, visibility timeouts,
+# containers (the machine's cores are idle ~60% of a serial run). pyproject's addopts run
+# it on two xdist workers (-n auto, which pytest_xdist_auto_num_workers makes 2, and 0
+# under --pdb), scheduled by module (pytest_xdist_make_scheduler):
+#   * the Docker modules are one unit, collected first: one worker runs them in order on
+#     the one lab of the session while the other runs the rest;
+#   * every other module is a unit of its own, so its module fixtures are made once;
+#   * a test marked ``alone`` runs with nothing beside it: those whose claim needs both
+#     cores (a CPU-bound speedup, a notebook's ratios). A readers-writer lock on files:
+#     every test holds it shared, an ``alone`` one exclusive; a turnstile makes a waiting
+#     ``alone`` test go before the tests that come after it.
+LOCKS_ENV = "TASKRACE_TEST_LOCKS"  # the lock files' folder, made by the controller
+DOCKER_MARK = "pytestmark = pytest.mark.docker"  # how this suite marks a Docker module (whole)
+# Not Docker, but the same machine state as two Docker tests (the trlab0 bridge, network
+# namespaces, 10.77.0.1): in the Docker unit, without the marker (it needs no engine).
+BESIDE_DOCKER = {"tests/test_join.py"}
+
+
+def _docker_modules() -> set[str]:
+    """Node-id prefixes of the Docker modules. The controller does not collect, so it
+    reads the files; a worker checks the collected markers agree (_check_docker_marks)."""
+    here = Path(__file__).resolve().parent
+    return {f"{here.name}/{p.name}" for p in here.glob("test_*.py") if DOCKER_MARK in p.read_text()} | BESIDE_DOCKER
+
+
+def pytest_xdist_auto_num_workers(config):
+    # Two: the Docker unit is serial anyway, and more tests at once only adds load to
+    # what the others measure.
+    return min(2, os.cpu_count() or 1)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    docker = _docker_modules()
+
+    class DockerTogetherElseByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "docker" if module in docker else module
+
+    return DockerTogetherElseByModule(config, log)
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "lab_down: takes the shared compose lab down (runs after every other "
                                        "test on it)")
+    config.addinivalue_line("markers", "alone: runs with no other test beside it (needs the machine's every "
+                                       "core: a CPU-bound speedup, a ratio)")
+    if not hasattr(config, "workerinput") and not os.environ.get(LOCKS_ENV):  # the controller, or a plain run
+        import tempfile
+
+        config._taskrace_locks = tempfile.mkdtemp(prefix="taskrace-test-locks-")
+        os.environ[LOCKS_ENV] = config._taskrace_locks  # the xdist workers inherit it
 
 
+def pytest_unconfigure(config):
+    folder = getattr(config, "_taskrace_locks", None)
+    if folder:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop(LOCKS_ENV, None)
+
+
+_held = {"lock": None, "module": None}  # this worker's shared hold, kept across a module
+
+
+def _module(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _release() -> None:
+    import fcntl
+
+    if _held["lock"] is not None:
+        fcntl.flock(_held["lock"], fcntl.LOCK_UN)
+        _held["lock"].close()
+    _held["lock"] = _held["module"] = None
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item, nextitem):
+    """Setup, call and teardown under the lock. A module outside the Docker unit holds it
+    shared from its first test to its last (its module fixtures may keep working between
+    tests: a run in flight, a pool of runs); an ``alone`` test holds it exclusive for
+    itself; a Docker test holds it shared for itself (the unit is long, and the lab idles
+    between its tests)."""
+    import fcntl
+
+    folder = os.environ.get(LOCKS_ENV)
+    if not folder or not os.path.isdir(folder):
+        yield
+        return
+    module, alone = _module(item), item.get_closest_marker("alone") is not None
+    if _held["lock"] is not None and (alone or _held["module"] != module):
+        _release()
+    if _held["lock"] is None:
+        rw = open(os.path.join(folder, "rw"), "a")
+        with open(os.path.join(folder, "turnstile"), "a") as turnstile:
+            fcntl.flock(turnstile, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(rw, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+            finally:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        _held["lock"], _held["module"] = rw, module
+    try:
+        yield
+    finally:
+        per_test = alone or module in _docker_units()
+        if per_test or nextitem is None or _module(nextitem) != module:
+            _release()
+
+
+_DOCKER_UNITS: set[str] | None = None
+
+
+def _docker_units() -> set[str]:
+    global _DOCKER_UNITS
+    if _DOCKER_UNITS is None:
+        _DOCKER_UNITS = _docker_modules()
+    return _DOCKER_UNITS
+
+
+def _is_docker(item) -> bool:
+    return item.get_closest_marker("docker") is not None or \
+        bool({"compose_lab", "images", "engine"} & set(getattr(item, "fixturenames", ())))
+
+
+def _check_docker_marks(items) -> None:
+    docker = _docker_modules()
+    odd = sorted({i.nodeid.split("::", 1)[0] for i in items if _is_docker(i)} - docker)
+    if odd:
+        raise pytest.UsageError(f"{', '.join(odd)}: Docker tests outside a module marked as a whole "
+                                f"({DOCKER_MARK}): the scheduler would run them beside the lab's")
+
+
+# The compose lab, brought up once for the session (tests/docker_helpers.py) --------------
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
     """The tests on the shared lab (fixture ``compose_lab``) run one after another, from
     where the first of them was collected, and those that take it down (``lab_down``)
-    last: the stack is up once, and not longer than its tests need it."""
+    last: the stack is up once, and not longer than its tests need it. Under xdist, the
+    Docker modules first (the scheduler's first unit)."""
     users = [item for item in items if "compose_lab" in getattr(item, "fixturenames", ())]
-    if not users:
-        return
-    first = items.index(users[0])
-    group = [i for i in users if not i.get_closest_marker("lab_down")] + \
-            [i for i in users if i.get_closest_marker("lab_down")]
-    chosen = set(group)
-    rest = [item for item in items if item not in chosen]
-    items[:] = rest[:first] + group + rest[first:]
+    if users:
+        first = items.index(users[0])
+        group = [i for i in users if not i.get_closest_marker("lab_down")] + \
+                [i for i in users if i.get_closest_marker("lab_down")]
+        chosen = set(group)
+        rest = [item for item in items if item not in chosen]
+        items[:] = rest[:first] + group + rest[first:]
+    if hasattr(config, "workerinput"):  # an xdist worker: its order is the scheduler's
+        _check_docker_marks(items)
+        first = [i for i in items if _module(i) in _docker_units()]
+        chosen = set(first)
+        items[:] = first + [i for i in items if i not in chosen]
 
 
 from browser import browser  # noqa: E402,F401 - one Chromium for the session, whichever module asks

@@ -251,6 +251,7 @@ def test_a_passing_and_a_failing_check_and_the_score_file(env, tmp_path):
     assert json.loads(good.to_json(tmp_path / "good.json").read_text())["tests"][0]["result"] == "PASS (3/3)"
 
 
+@pytest.mark.alone  # two interpreters must start inside a 1 s check timeout
 def test_a_hang_is_stopped_at_its_timeout_and_nothing_it_started_is_left(tmp_path):
     score, pids = graded_by(tmp_path, "hangs_with_children")
     [c] = score.checks

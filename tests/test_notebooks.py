@@ -27,6 +27,10 @@ import pytest
 from celery_fixtures import IN_CI, require_redis_binary
 from conftest import REPO_ROOT
 
+# The notebooks' last cells assert CPU-bound ratios (processes over threads on power-cpu):
+# both cores, nothing beside them (tests/conftest.py).
+pytestmark = pytest.mark.alone
+
 # in the [test] extra: a laptop without them skips, CI fails
 nbformat = __import__("nbformat") if IN_CI else pytest.importorskip("nbformat")
 nbclient = __import__("nbclient") if IN_CI else pytest.importorskip("nbclient")

@@ -466,9 +466,12 @@ def _collected(argv: list[str]) -> tuple[int, int]:
     A module that fails to import is its own tests' business, not the selection's: it is
     counted out, and the rest still collected."""
     argv = [a for a in argv if a not in ("-q", "-qq", "-v", "-vv")]  # one -q: the summary line below
+    # Not this run's own options or test lock (tests/conftest.py): the child only collects.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_ADDOPTS", "TASKRACE_TEST_LOCKS") and not k.startswith("PYTEST_XDIST")}
     proc = subprocess.run([sys.executable, "-m", "pytest", *argv, "--collect-only", "-q", "-p", "no:cacheprovider",
-                           "--continue-on-collection-errors"],
-                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+                           "--continue-on-collection-errors", "-n", "0"],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, env=env)
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
     m = re.match(r"(\d+)(?:/(\d+))? tests? collected(?: \((\d+) deselected\))?(, \d+ errors?)?", last)
     assert m and (proc.returncode == 0 or (proc.returncode == 1 and m.group(4))), \

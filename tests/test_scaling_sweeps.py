@@ -100,6 +100,7 @@ def test_strong_chart_says_same_work_and_draws_the_fit(strong):
     assert any(t.startswith("threads: Amdahl f = ") for t in legends), legends
 
 
+@pytest.mark.alone  # a ratio of two 50 ms-sleep runs: tens of ms of slack
 def test_a_task_count_the_user_set_is_kept_and_the_points_above_it_are_starved(tmp_path_factory):
     """--sweep power-io.tasks=2,4 under strong scaling: both series keep their count; at
     n = 4 the 2-task series is task-starved, the 4-task one is not. Within this one run
