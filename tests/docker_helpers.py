@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -76,9 +77,22 @@ def socket_gid() -> int:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the kernel's ephemeral range: a port picked now may be
+    bound by Docker minutes later (the notebook profile's), and the ephemeral range is
+    where every other test's connections and embedded Redis servers take theirs."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randint(max(1024, low - 12000), low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port below {low}")
 
 
 def base_env(**extra) -> dict:
