@@ -40,8 +40,9 @@ say "docker build $IMAGE (FROM $BASE, $(ls "$WHEELS"/*.whl | wc -l) wheels)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 # The context: pyproject.toml, README.md, the three packages, the Dockerfile, and the
-# wheels under wheels/ (with their requirements.txt). No __pycache__.
-if ! tar -C "$ROOT" -cf - --exclude=__pycache__ --exclude='*.pyc' \
+# wheels under wheels/ (with their requirements.txt). No __pycache__, and not the wheels'
+# build stamp (it changes with build-wheels.sh, and would void the dependency layer's cache).
+if ! tar -C "$ROOT" -cf - --exclude=__pycache__ --exclude='*.pyc' --exclude=.stamp \
       --transform 's,^compose/\.cache/wheels-py314,wheels,' \
       pyproject.toml README.md taskrace scenarios workers compose/Dockerfile.py314 \
       compose/.cache/wheels-py314 \
