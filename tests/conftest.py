@@ -126,7 +126,7 @@ def pytest_unconfigure(config):
         os.environ.pop(LOCKS_ENV, None)
 
 
-_held = {"lock": None, "module": None}  # this worker's shared hold, kept across a module
+_held = {"lock": None, "module": None, "alone": False}  # this worker's hold, kept across a module
 
 
 def _module(item) -> str:
@@ -140,15 +140,16 @@ def _release() -> None:
         fcntl.flock(_held["lock"], fcntl.LOCK_UN)
         _held["lock"].close()
     _held["lock"] = _held["module"] = None
+    _held["alone"] = False
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item, nextitem):
     """Setup, call and teardown under the lock. A module outside the Docker unit holds it
-    shared from its first test to its last (its module fixtures may keep working between
-    tests: a run in flight, a pool of runs); an ``alone`` test holds it exclusive for
-    itself; a Docker test holds it shared for itself (the unit is long, and the lab idles
-    between its tests)."""
+    from its first test to its last (its module fixtures may keep working between tests:
+    a run in flight, a pool of runs), shared, or exclusive for its ``alone`` tests (a
+    module marked ``alone`` as a whole keeps it exclusive throughout); a Docker test holds
+    it shared for itself (the unit is long, and the lab idles between its tests)."""
     import fcntl
 
     folder = os.environ.get(LOCKS_ENV)
@@ -156,7 +157,7 @@ def pytest_runtest_protocol(item, nextitem):
         yield
         return
     module, alone = _module(item), item.get_closest_marker("alone") is not None
-    if _held["lock"] is not None and (alone or _held["module"] != module):
+    if _held["lock"] is not None and (_held["alone"] != alone or _held["module"] != module):
         _release()
     if _held["lock"] is None:
         rw = open(os.path.join(folder, "rw"), "a")
@@ -166,12 +167,11 @@ def pytest_runtest_protocol(item, nextitem):
                 fcntl.flock(rw, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
             finally:
                 fcntl.flock(turnstile, fcntl.LOCK_UN)
-        _held["lock"], _held["module"] = rw, module
+        _held["lock"], _held["module"], _held["alone"] = rw, module, alone
     try:
         yield
     finally:
-        per_test = alone or module in _docker_units()
-        if per_test or nextitem is None or _module(nextitem) != module:
+        if module in _docker_units() or nextitem is None or _module(nextitem) != module:
             _release()
 
 
