@@ -72,6 +72,20 @@ def env_conf() -> dict:
     return conf
 
 
+def apply_delivery(app: Celery, mode) -> None:
+    """A delivery mode's settings (None: Celery's defaults), then the operator's own
+    (TASKRACE_CELERY_CONF), which win. Again on an app already made, when the celery tier
+    takes the mode its external workers run."""
+    if mode is not None:
+        app.conf.update(mode.settings)
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options,
+                                             **mode.transport_options}
+    extra = env_conf()
+    transport = extra.pop("broker_transport_options", {})
+    app.conf.update(extra)
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, **transport}
+
+
 def make_app(broker_url: str, delivery: str | None = None) -> Celery:
     app = Celery("taskrace", broker=broker_url, backend=broker_url)
     app.conf.update(
@@ -100,16 +114,9 @@ def make_app(broker_url: str, delivery: str | None = None) -> Celery:
         app.conf.update(worker_send_task_events=True, task_send_sent_event=True)
     app.steps["consumer"].add(celery_events.STEP)  # enable_events() works without -E
     delivery = delivery or os.environ.get(DELIVERY_ENV)
-    if delivery:  # the mode's exact settings, on the harness and every worker (a fault run,
-        # or the celery tier's --delivery)
-        mode = get_mode(delivery)
-        app.conf.update(mode.settings)
-        app.conf.broker_transport_options = {**app.conf.broker_transport_options,
-                                             **mode.transport_options}
-    extra = env_conf()
-    transport = extra.pop("broker_transport_options", {})
-    app.conf.update(extra)
-    app.conf.broker_transport_options = {**app.conf.broker_transport_options, **transport}
+    # the mode's exact settings, on the harness and every worker (a fault run, or the celery
+    # tier's --delivery)
+    apply_delivery(app, get_mode(delivery) if delivery else None)
     app.task(name=TASK_CALL, bind=True)(_call)
     # Actors run for the whole race and wait on each other. acks_late + prefetch 1 means
     # a worker process holds only the actor it is running, never a second one queued

@@ -104,7 +104,6 @@ class CeleryTier(Tier):
         # Nobody chose: external workers' own mode is adopted (when they agree on one), as
         # their number is; a chosen mode they do not run is refused (_check_external_delivery).
         self._delivery_chosen = bool(chosen or acks_late)
-        self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
         self.chunk, self.task_timeout = chunk, task_timeout
         # task_modules: {module: the folder it imports from, or None}: modules besides
         # scenarios. the workers this tier starts may call (taskrace.race's function's),
@@ -182,6 +181,11 @@ class CeleryTier(Tier):
                 round(2 * self.latency.delay * 1e3, 3), **{k: self._proxy_stats[k] for k in
                 ("connections_total", "bytes_up", "bytes_down") if k in self._proxy_stats}}
 
+    @property
+    def acks_late(self) -> bool:
+        """The delivery mode's (the one taken from external workers included)."""
+        return bool(self.delivery.settings.get("task_acks_late"))
+
     # lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         for name in CELERY_ENV_OVERRIDES:  # they would override the URL we configure
@@ -255,26 +259,24 @@ class CeleryTier(Tier):
             confs = self.app.control.inspect(destination=self._nodes_up, timeout=2.0).conf() or {}
         except Exception:  # noqa: BLE001 - cannot ask: the run's verdicts say what happened
             return
-        odd = {node: key(c, (c.get("broker_transport_options") or {}).get("visibility_timeout",
-                                                                          KOMBU_DEFAULT_VISIBILITY_S))
-               for node, c in confs.items() if isinstance(c, dict)}
+        theirs = {node: key(c, (c.get("broker_transport_options") or {}).get("visibility_timeout",
+                                                                             KOMBU_DEFAULT_VISIBILITY_S))
+                  for node, c in confs.items() if isinstance(c, dict)}
+        # what the workers apply, by name (effectively-once's idempotency is the harness's: at-least-once)
         known = {key(m.settings, m.visibility_timeout_s): m for m in MODES.values() if not m.idempotent}
-        theirs_all = set(odd.values())
-        if not self._delivery_chosen and len(theirs_all) == 1 and next(iter(theirs_all)) in known:
+        if not self._delivery_chosen and len(set(theirs.values())) == 1 and next(iter(theirs.values())) in known:
             # A notebook in the lab started before its workers were restarted in another mode:
             # the run is judged by the rules the workers apply.
-            self.delivery = known[next(iter(theirs_all))]
-            self.acks_late = bool(self.delivery.settings.get("task_acks_late"))
-            self.app.conf.update(self.delivery.settings)
-            self.app.conf.broker_transport_options = {**self.app.conf.broker_transport_options,
-                                                      **self.delivery.transport_options}
+            from workers.celery_app import apply_delivery
+
+            self.delivery = known[next(iter(theirs.values()))]
+            apply_delivery(self.app, self.delivery)
             return
-        odd = {node: k for node, k in odd.items() if k != key(want.settings, want.visibility_timeout_s)}
+        odd = {node: k for node, k in theirs.items() if k != key(want.settings, want.visibility_timeout_s)}
         if odd:
             from scenarios.base import BadInput
 
-            theirs = sorted({next((m.name for m in MODES.values() if key(m.settings, m.visibility_timeout_s) == k),
-                                  "other settings") for k in odd.values()})
+            theirs = sorted({known[k].name if k in known else "other settings" for k in odd.values()})
             raise BadInput(f"celery --delivery {want.name}: the external workers {', '.join(sorted(odd))} run "
                            f"{' / '.join(theirs)} (late acks and the visibility timeout act in the worker); start "
                            f"them with TASKRACE_DELIVERY={want.name} (the lab: TASKRACE_DELIVERY={want.name} "
