@@ -91,7 +91,8 @@ def parse(command: str, positional: list[str] | None = None, **options) -> argpa
 
 
 class _input_errors:
-    """Bad input of any kind, as the CLI says it, raised as InputError."""
+    """Bad input of any kind, as the CLI says it, raised as InputError: found in the
+    arguments or while the command runs (external workers in another delivery mode)."""
 
     def __enter__(self):
         return self
@@ -140,10 +141,9 @@ def run(scenario: str, backend: str = "sequential", workers: int | None = None, 
         args = parse("run", [scenario], backend=backend, workers=workers, **options)
         plan = plan_run(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    # Bad input found while running (external workers in another delivery mode) too.
-    with _input_errors(), stack:
-        history: list | None = [] if scenario == "bank" else None
-        record = execute_run(plan, history)
+        with stack:
+            history: list | None = [] if scenario == "bank" else None
+            record = execute_run(plan, history)
     return Results([record], title=f"taskrace run {scenario}", events=recorder.events,
                    expect_safe=args.expect_safe, history=history)
 
@@ -163,8 +163,8 @@ def compare(scenario: str | list[str] | None = None, backend: str | list[str] | 
         args = parse("compare", **{k: v for k, v in given.items() if v is not None}, **options)
         points = plan_compare(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with _input_errors(), stack:
-        records, fits, capacity = execute_compare(points, args, measure_cpus=cpu_capacity)
+        with stack:
+            records, fits, capacity = execute_compare(points, args, measure_cpus=cpu_capacity)
     return Results(records, fits=fits, capacity=capacity, title=f"taskrace compare (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
 
@@ -195,8 +195,9 @@ def race(fn: Callable, inputs, backends: str | list[str] | None = None, workers:
         with provided(scenario_cls):
             points = plan_points(scenario_cls, args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with _input_errors(), stack, provided(scenario_cls):
-        records, fits, cpus = execute_compare(points, args, measure_cpus=cpu_capacity, label=f"race {scenario_cls.name}")
+        with stack, provided(scenario_cls):
+            records, fits, cpus = execute_compare(points, args, measure_cpus=cpu_capacity,
+                                                  label=f"race {scenario_cls.name}")
     return Results(records, fits=fits, capacity=cpus, title=f"taskrace race {scenario_cls.name} (median of {args.repeat})",
                    events=recorder.events, expect_safe=args.expect_safe, command="compare")
 
@@ -220,8 +221,8 @@ def faults(*, on_event: Callable | None = None, events: str | None = None, trace
                 raise InputError(str(exc)) from None
             factory = LabCluster
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with _input_errors(), stack:
-        records, contrast = run_matrix(specs, factory, contrast=not args.no_contrast)
+        with stack:
+            records, contrast = run_matrix(specs, factory, contrast=not args.no_contrast)
     from taskrace.faultlab.document import document
 
     return FaultResults(document(records, contrast), events=recorder.events)
@@ -237,8 +238,8 @@ def network(*, on_event: Callable | None = None, events: str | None = None, trac
         args = parse("network", **options)
         plan = plan_from(args)
         stack, recorder = _listening(on_event, events, trace, progress, args)
-    with _input_errors(), stack:
-        doc = study(plan)
+        with stack:
+            doc = study(plan)
     return NetworkResults(doc, events=recorder.events)
 
 
