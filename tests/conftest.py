@@ -12,6 +12,7 @@ and the order that lets its tests share that one bring-up.
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -79,11 +80,13 @@ DOCKER_MARK = "pytestmark = pytest.mark.docker"  # how this suite marks a Docker
 BESIDE_DOCKER = {"tests/test_join.py"}
 
 
-def _docker_modules() -> set[str]:
-    """Node-id prefixes of the Docker modules. The controller does not collect, so it
-    reads the files; a worker checks the collected markers agree (_check_docker_marks)."""
+@functools.lru_cache(maxsize=None)
+def _docker_modules() -> frozenset[str]:
+    """Node-id prefixes of the Docker unit's modules. The controller does not collect, so
+    it reads the files; a worker checks the collected markers agree (_check_docker_marks)."""
     here = Path(__file__).resolve().parent
-    return {f"{here.name}/{p.name}" for p in here.glob("test_*.py") if DOCKER_MARK in p.read_text()} | BESIDE_DOCKER
+    return frozenset({f"{here.name}/{p.name}" for p in here.glob("test_*.py")
+                      if DOCKER_MARK in p.read_text()} | BESIDE_DOCKER)
 
 
 def pytest_xdist_auto_num_workers(config):
@@ -171,18 +174,8 @@ def pytest_runtest_protocol(item, nextitem):
     try:
         yield
     finally:
-        if module in _docker_units() or nextitem is None or _module(nextitem) != module:
+        if module in _docker_modules() or nextitem is None or _module(nextitem) != module:
             _release()
-
-
-_DOCKER_UNITS: set[str] | None = None
-
-
-def _docker_units() -> set[str]:
-    global _DOCKER_UNITS
-    if _DOCKER_UNITS is None:
-        _DOCKER_UNITS = _docker_modules()
-    return _DOCKER_UNITS
 
 
 def _is_docker(item) -> bool:
@@ -192,7 +185,7 @@ def _is_docker(item) -> bool:
 
 def _check_docker_marks(items) -> None:
     docker = _docker_modules()
-    odd = sorted({i.nodeid.split("::", 1)[0] for i in items if _is_docker(i)} - docker)
+    odd = sorted({_module(i) for i in items if _is_docker(i)} - docker)
     if odd:
         raise pytest.UsageError(f"{', '.join(odd)}: Docker tests outside a module marked as a whole "
                                 f"({DOCKER_MARK}): the scheduler would run them beside the lab's")
@@ -215,12 +208,12 @@ def pytest_collection_modifyitems(config, items):
         items[:] = rest[:first] + group + rest[first:]
     if hasattr(config, "workerinput"):  # an xdist worker: its order is the scheduler's
         _check_docker_marks(items)
-        first = [i for i in items if _module(i) in _docker_units()]
+        first = [i for i in items if _module(i) in _docker_modules()]
         chosen = set(first)
         items[:] = first + [i for i in items if i not in chosen]
 
 
-from browser import browser  # noqa: E402,F401 - one Chromium for the session, whichever module asks
+from browser import browser  # noqa: E402,F401 - one Chromium per module that asks
 
 
 @pytest.fixture(scope="session")
